@@ -1,0 +1,83 @@
+"""Ignite handlers that MONAI lacks: a picture of a validation prediction per epoch."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+
+def _to_numpy(x) -> np.ndarray:
+    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    """Min-max scale a 2-D image to uint8 for display."""
+    lo, hi = np.percentile(image, (0.5, 99.5))
+    return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def overlay_image(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+    """RGB panels ``image | image with predicted membrane | errors`` (H, 2W or 3W, 3), uint8.
+
+    ``pred`` and ``label`` are 2-D membrane masks (1 = membrane). In the error
+    panel, green marks agreement on membrane, red false membrane, blue missed membrane.
+    """
+    grey = _display(image)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    predicted = rgb.copy()
+    predicted[pred > 0] = (0.5 * predicted[pred > 0] + [127, 0, 0]).astype(np.uint8)
+    panels = [rgb, predicted]
+    if label is not None:
+        errors = (rgb // 3).astype(np.uint8)
+        errors[(pred > 0) & (label > 0)] = [0, 200, 0]
+        errors[(pred > 0) & (label == 0)] = [255, 0, 0]
+        errors[(pred == 0) & (label > 0)] = [0, 80, 255]
+        panels.append(errors)
+    return np.concatenate(panels, axis=1)
+
+
+class ValidationOverlay:
+    """Save an overlay of the first validation slice's prediction at the end of each evaluation.
+
+    Writes ``output_dir/overlays/epoch_NNN.png`` and keeps the latest as
+    ``output_dir/validation_overlay.png``. Expects one-hot ``pred``/``label`` with
+    the membrane in channel ``membrane_channel``, as the bundles' postprocessing gives.
+    """
+
+    def __init__(self, output_dir: str, membrane_channel: int = 0, image_key: str = "image") -> None:
+        self.output_dir = Path(output_dir)
+        self.membrane_channel = membrane_channel
+        self.image_key = image_key
+        self._sample: dict | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._capture)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
+
+    def _reset(self, engine: Engine) -> None:
+        self._sample = None
+
+    def _capture(self, engine: Engine) -> None:
+        if self._sample is None and engine.state.output:
+            first = engine.state.output[0]
+            self._sample = {k: _to_numpy(first[k]) for k in (self.image_key, "pred", "label") if k in first}
+
+    def _save(self, engine: Engine) -> None:
+        from PIL import Image
+
+        if not self._sample:
+            return
+        c = self.membrane_channel
+        label = self._sample.get("label")
+        picture = overlay_image(
+            self._sample[self.image_key][0], self._sample["pred"][c], None if label is None else label[c]
+        )
+        target = self.output_dir / "overlays" / f"epoch_{engine.state.epoch:03d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(target)
+        shutil.copyfile(target, self.output_dir / "validation_overlay.png")
