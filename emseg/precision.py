@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
 
 
@@ -48,6 +49,8 @@ class AutocastInferer(Inferer):
         """``network`` as a callable that autocasts and returns float32."""
 
         def forward(inputs: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(inputs, MetaTensor):  # metadata tracking slows every op of the network
+                inputs = inputs.as_tensor()
             if self.channels_last and inputs.ndim == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             device_type = inputs.device.type
