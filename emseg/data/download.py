@@ -19,6 +19,10 @@ ISBI2012_RAW_KEY = "raw"
 ISBI2012_LABEL_KEY = "labels/membranes"
 
 
+class DownloadError(RuntimeError):
+    """The data set's server could not be reached or sent nothing."""
+
+
 def interior_from_membrane_labels(labels: np.ndarray, source: str | Path) -> np.ndarray:
     """ISBI convention (255 = cell interior, 0 = membrane) from a binary label volume of either polarity.
 
@@ -67,14 +71,19 @@ def download_isbi2012(
     """Download the ISBI 2012 training stack to ``root``, verify its sha256 and write it as TIFF stacks.
 
     Raises MONAI's ``HashCheckError`` (nothing is written) when the checksum differs,
-    and ``URLError``/``OSError`` when the server cannot be reached.
+    and :class:`DownloadError` when the server cannot be reached.
     """
+    from urllib.error import URLError
+
     from monai.apps.utils import download_url
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     h5_path = root / "isbi2012_train.h5"
-    download_url(url=url, filepath=h5_path, hash_val=sha256, hash_type="sha256", progress=False)
+    try:
+        download_url(url=url, filepath=h5_path, hash_val=sha256, hash_type="sha256", progress=False)
+    except (URLError, OSError) as err:
+        raise DownloadError(f"cannot download {url}: {getattr(err, 'reason', err)}") from err
     try:
         return convert_isbi2012_hdf5(h5_path, root)
     finally:

@@ -46,8 +46,8 @@ def _not_found_message(dataset_dir: Path, missing: Sequence[str], reason: str) -
     )
 
 
-def ensure_isbi2012(dataset_dir: str | Path, download: bool = True) -> Path:
-    """Make sure ``dataset_dir`` holds the ISBI training files, downloading them if allowed.
+def ensure_isbi2012(dataset_dir: str | Path, download: bool = True, url: str | None = None) -> Path:
+    """Make sure ``dataset_dir`` holds the ISBI training files, downloading them (from ``url``) if allowed.
 
     Raises :class:`DatasetNotFoundError` with one message naming the missing files,
     where to put them and the download command when they cannot be had.
@@ -58,11 +58,11 @@ def ensure_isbi2012(dataset_dir: str | Path, download: bool = True) -> Path:
         return dataset_dir
     if not download:
         raise DatasetNotFoundError(_not_found_message(dataset_dir, missing, "automatic download is off"))
-    from emseg.data.download import download_isbi2012
+    from emseg.data.download import ISBI2012_URL, download_isbi2012
 
     logger.info("ISBI 2012 files missing in %s (%s): downloading", dataset_dir, ", ".join(missing))
     try:
-        download_isbi2012(dataset_dir)
+        download_isbi2012(dataset_dir, url=url or ISBI2012_URL)
     except Exception as err:  # URLError, OSError, HashCheckError: all mean "no data"
         raise DatasetNotFoundError(_not_found_message(dataset_dir, missing, f"automatic download failed: {err}")) from err
     return dataset_dir

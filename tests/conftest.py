@@ -1,0 +1,29 @@
+"""Shared fixtures: the real EM data in ../shared/data (override with EMSEG_SHARED_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EMSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+ISBI_DIR = SHARED_DATA / "isbi2012"
+
+
+@pytest.fixture(scope="session")
+def isbi_dir() -> Path:
+    """Folder with the real ISBI 2012 stacks."""
+    if not (ISBI_DIR / "train-volume.tif").is_file():
+        pytest.fail(f"real ISBI data not found in {ISBI_DIR}; set EMSEG_SHARED_DATA to the shared data folder")
+    return ISBI_DIR
+
+
+@pytest.fixture(scope="session")
+def isbi_volumes(isbi_dir) -> tuple[np.ndarray, np.ndarray]:
+    """(image, label) uint8 volumes of the ISBI training stack, read with tifffile directly."""
+    import tifffile
+
+    return tifffile.imread(isbi_dir / "train-volume.tif"), tifffile.imread(isbi_dir / "train-labels.tif")

@@ -1,0 +1,126 @@
+"""Volume readers and writers on the real ISBI files and on files built from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emseg.data.io import VolumeError, natural_key, read_volume, write_nifti, write_slice_folder, write_tiff
+
+
+def test_multipage_tiff(isbi_dir, isbi_volumes):
+    volume = read_volume(isbi_dir / "train-volume.tif")
+    assert volume.shape == (30, 512, 512) and volume.dtype == np.uint8
+    np.testing.assert_array_equal(volume, isbi_volumes[0])
+
+
+def test_png_folder_in_natural_order(tmp_path, isbi_volumes):
+    image = isbi_volumes[0][:12]
+    write_slice_folder(tmp_path / "slices", image)  # slice_0.png ... slice_11.png
+    assert sorted(p.name for p in (tmp_path / "slices").iterdir())[:3] == ["slice_0.png", "slice_1.png", "slice_10.png"]
+    np.testing.assert_array_equal(read_volume(tmp_path / "slices"), image)
+
+
+def test_natural_key_orders_numbers():
+    assert sorted(["s10.png", "s2.png", "s1.png"], key=natural_key) == ["s1.png", "s2.png", "s10.png"]
+
+
+def test_single_png_and_grey_alpha_png(tmp_path, isbi_volumes):
+    slice0 = isbi_volumes[0][0]
+    Image.fromarray(slice0).save(tmp_path / "one.png")
+    assert read_volume(tmp_path / "one.png").shape == (1, 512, 512)
+    grey_alpha = np.stack([slice0, np.full_like(slice0, 255)], axis=-1)
+    Image.fromarray(grey_alpha, mode="LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_volume(tmp_path / "la.png")[0], slice0)
+
+
+def test_folder_of_tif_slices(tmp_path, isbi_volumes):
+    import tifffile
+
+    for i in range(3):
+        tifffile.imwrite(tmp_path / f"z{i}.tif", isbi_volumes[1][i])
+    np.testing.assert_array_equal(read_volume(tmp_path), isbi_volumes[1][:3])
+
+
+def test_hdf5_with_and_without_key(tmp_path, isbi_volumes):
+    import h5py
+
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["raw"] = isbi_volumes[0][:4]
+        f["labels/membranes"] = isbi_volumes[1][:4]
+    np.testing.assert_array_equal(read_volume(tmp_path / "two.h5", "labels/membranes"), isbi_volumes[1][:4])
+    with pytest.raises(VolumeError, match="two.h5.*give the dataset key"):
+        read_volume(tmp_path / "two.h5")
+    with pytest.raises(VolumeError, match="no dataset 'seg'.*labels/membranes"):
+        read_volume(tmp_path / "two.h5", "seg")
+    with h5py.File(tmp_path / "one.h5", "w") as f:
+        f["volume"] = isbi_volumes[0][:2]
+    np.testing.assert_array_equal(read_volume(tmp_path / "one.h5"), isbi_volumes[0][:2])
+
+
+def test_nifti_round_trip_keeps_orientation_and_spacing(tmp_path, isbi_volumes):
+    import nibabel as nib
+
+    volume = isbi_volumes[0][:3, :100, :80]  # non-square, so a transposition would show
+    write_nifti(tmp_path / "v.nii.gz", volume, spacing=(50, 4, 4), dtype="uint8")
+    np.testing.assert_array_equal(read_volume(tmp_path / "v.nii.gz"), volume)
+    assert nib.load(str(tmp_path / "v.nii.gz")).header.get_zooms() == (4.0, 4.0, 50.0)
+
+
+def test_tiff_writers_round_trip(tmp_path, isbi_volumes):
+    probabilities = isbi_volumes[1][:3].astype(np.float32) / 255
+    write_tiff(tmp_path / "p.tif", probabilities, "float32")
+    back = read_volume(tmp_path / "p.tif")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, probabilities)
+    write_tiff(tmp_path / "m.tif", isbi_volumes[1][:1], "uint8")
+    np.testing.assert_array_equal(read_volume(tmp_path / "m.tif"), isbi_volumes[1][:1])
+    with pytest.raises(VolumeError, match="outside 0..255"):
+        write_tiff(tmp_path / "bad.tif", probabilities * 300, "uint8")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(VolumeError, match="nothere.tif: no such file"):
+        read_volume(tmp_path / "nothere.tif")
+
+
+def test_non_tiff_named_tif_is_named(tmp_path):
+    fake = tmp_path / "fake.tif"
+    fake.write_text("this is not an image")
+    with pytest.raises(VolumeError, match="fake.tif: not a readable TIFF"):
+        read_volume(fake)
+
+
+def test_truncated_tiff_is_named(tmp_path, isbi_dir):
+    data = (isbi_dir / "train-volume.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[:5000])
+    with pytest.raises(VolumeError, match="cut.tif"):
+        read_volume(tmp_path / "cut.tif")
+
+
+def test_empty_folder_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VolumeError, match="empty: folder holds no image slices"):
+        read_volume(tmp_path / "empty")
+
+
+def test_folder_with_mismatched_slices_is_named(tmp_path, isbi_volumes):
+    Image.fromarray(isbi_volumes[0][0]).save(tmp_path / "a1.png")
+    Image.fromarray(isbi_volumes[0][1][:256]).save(tmp_path / "a2.png")
+    with pytest.raises(VolumeError, match="a2.png: slice shape"):
+        read_volume(tmp_path)
+
+
+def test_colour_image_is_refused(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 255
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    with pytest.raises(VolumeError, match="red.png: colour image"):
+        read_volume(tmp_path / "red.png")
+
+
+def test_unknown_suffix_is_named(tmp_path):
+    (tmp_path / "v.csv").write_text("1,2")
+    with pytest.raises(VolumeError, match="v.csv: unsupported file type"):
+        read_volume(tmp_path / "v.csv")
