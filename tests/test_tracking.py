@@ -1,0 +1,51 @@
+"""MLflow tracking: unique run names, FINISHED on success, FAILED when the engine raises."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from ignite.engine import Engine
+
+from emseg.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, MLflowTracker, default_tracking_uri, unique_run_name
+
+
+def _run(tmp_path, step, name):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    engine = Engine(step)
+    MLflowTracker(tracking_uri=uri, experiment_name="exp", run_name=name, experiment_param={"lr": 0.1},
+                  output_transform=lambda out: out, close_on_complete=True).attach(engine)
+    return uri, engine
+
+
+def _status(uri, name):
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("exp")
+    (run,) = [r for r in client.search_runs(experiment.experiment_id) if r.info.run_name == name]
+    return run, experiment
+
+
+def test_successful_run_is_finished_with_params_and_metrics(tmp_path):
+    uri, engine = _run(tmp_path, lambda e, b: 0.5, "ok")
+    engine.run([0, 1], max_epochs=1)
+    run, experiment = _status(uri, "ok")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["lr"] == "0.1" and run.data.metrics["Loss"] == 0.5
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+def test_raising_run_is_failed(tmp_path):
+    def step(engine, batch):
+        raise RuntimeError("boom")
+
+    uri, engine = _run(tmp_path, step, "bad")
+    with pytest.raises(RuntimeError, match="boom"):
+        engine.run([0], max_epochs=1)
+    assert _status(uri, "bad")[0].info.status == "FAILED"
+
+
+def test_unique_run_names_and_env_override(tmp_path, monkeypatch):
+    assert len({unique_run_name("unet") for _ in range(20)}) == 20
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path}/mlruns.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
+    assert default_tracking_uri(tmp_path) == "sqlite:////elsewhere/x.db"
