@@ -1,6 +1,7 @@
 """The ``emseg`` command: thin wrappers around the library.
 
     emseg data download isbi2012 --root DIR
+    emseg evaluate PRED GT [--output DIR]
 """
 
 from __future__ import annotations
@@ -23,6 +24,31 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from emseg.data.datalist import binary_label
+    from emseg.data.io import VolumeError, read_volume
+    from emseg.evaluation import score_stack
+
+    prediction = read_volume(args.prediction, args.prediction_key)
+    label = read_volume(args.label, args.label_key)
+    if prediction.shape != label.shape:
+        raise VolumeError(f"{args.prediction}: shape {prediction.shape} differs from {args.label} {label.shape}")
+    if prediction.dtype == "uint8":  # an 8-bit probability map
+        prediction = prediction / 255.0
+    elif prediction.min() < 0 or prediction.max() > 1:
+        raise VolumeError(f"{args.prediction}: probabilities must lie in [0, 1] (or be uint8 0..255), "
+                          f"found {prediction.min()}..{prediction.max()}")
+    truth = binary_label(label, args.label, foreground=int(label.max()) or 1)
+    if args.invert:
+        prediction = 1.0 - prediction
+    scores = score_stack(list(prediction), list(truth), [f"slice_{i:03d}" for i in range(len(truth))])
+    print(scores.table())
+    if args.output:
+        csv_path, json_path = scores.write(args.output)
+        print(f"wrote {csv_path} and {json_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``emseg`` command."""
     from emseg import __version__
@@ -41,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="expected sha256 of the downloaded file ('none' skips the check)")
     download.add_argument("--keep-hdf5", action="store_true", help="keep the downloaded HDF5 file")
     download.set_defaults(func=_download)
+
+    evaluate = commands.add_parser("evaluate", help="score a probability stack against a label stack (ISBI scores)")
+    evaluate.add_argument("prediction", help="cell-interior probabilities: TIFF stack, folder of slices, HDF5, NIfTI")
+    evaluate.add_argument("label", help="binary labels, cell interior = the non-zero value")
+    evaluate.add_argument("--prediction-key", default=None, help="dataset key inside an HDF5 prediction")
+    evaluate.add_argument("--label-key", default=None, help="dataset key inside an HDF5 label file")
+    evaluate.add_argument("--invert", action="store_true", help="the prediction is a membrane probability")
+    evaluate.add_argument("--output", default=None, help="folder to write metrics.csv and summary.json to")
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 

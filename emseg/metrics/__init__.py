@@ -11,9 +11,19 @@ from emseg.metrics.isbi_challenge import (
     segmentation_scores,
     thinned_segmentation,
 )
-from emseg.metrics.monai_metrics import channel_output
+from emseg.metrics.monai_metrics import (
+    ChallengeScore,
+    ChallengeScoreMetric,
+    PixelError,
+    PixelErrorMetric,
+    channel_output,
+)
 
 __all__ = [
+    "ChallengeScore",
+    "ChallengeScoreMetric",
+    "PixelError",
+    "PixelErrorMetric",
     "SCORE_NAMES",
     "THRESHOLDS",
     "SegmentationScores",
