@@ -107,9 +107,9 @@ def test_training_writes_checkpoint_and_finished_mlflow_run(trained):
     (run,) = [r for r in runs if r.info.run_name == run_dir.name]
     assert run.info.status == "FINISHED"
     assert run.data.params["epochs"] == "2" and run.data.params["features"] == "[8, 8, 16, 32, 64, 8]"
-    history = client.get_metric_history(run.info.run_id, "val_membrane_dice")
+    history = client.get_metric_history(run.info.run_id, "val_v_rand")
     assert [m.step for m in history] == [1, 2] and all(0 <= m.value <= 1 for m in history)
-    assert {"train_loss", "val_accuracy", "val_interior_dice"} <= set(run.data.metrics)
+    assert {"train_loss", "val_v_info", "val_membrane_dice", "val_accuracy", "val_interior_dice"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "model.pt", "validation_overlay.png"} <= artifacts
 
@@ -130,13 +130,16 @@ def test_evaluate_scores_the_test_split(trained, isbi_dir):
                  "['bundles/unet/configs/train.json','bundles/unet/configs/evaluate.json']",
                  *overrides(dataset_dir=str(isbi_dir), **TINY), cwd=trained)
     (eval_dir,) = list((trained / "bundles" / "unet" / "eval").iterdir())
-    per_slice = (eval_dir / "val_membrane_dice_raw.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in per_slice[1:]] == [f"isbi_{i:03d}" for i in range(25, 30)]
-    assert (eval_dir / "metrics.csv").is_file()
+    rows = (eval_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("slice,v_rand,v_rand_split,v_rand_merge,v_info")
+    assert [line.split(",")[0] for line in rows[1:]] == [f"isbi_{i:03d}" for i in range(25, 30)]
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    assert summary["slices"] == 5 and 0 <= summary["v_rand"] <= 1 and summary["v_rand_threshold"] in summary["thresholds"]
     _, runs = _runs(trained)
     (run,) = [r for r in runs if r.info.run_name == eval_dir.name]
     assert run.info.status == "FINISHED" and run.data.params["eval_split"] == "test"
-    assert 0 <= run.data.metrics["val_membrane_dice"] <= 1
+    assert run.data.metrics["v_rand"] == pytest.approx(summary["v_rand"])
+    assert {"v_info", "pixel_error", "dice_membrane", "hd95_membrane"} <= set(run.data.metrics)
 
 
 def test_inference_writes_float32_probability_stack(trained, isbi_dir, tmp_path):
