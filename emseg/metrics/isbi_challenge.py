@@ -20,6 +20,8 @@ at the threshold that maximises it.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,13 +146,38 @@ def segmentation_scores(proposal: np.ndarray, truth: np.ndarray) -> Segmentation
     )
 
 
+_CACHE: OrderedDict[bytes, np.ndarray] = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _digest(*arrays: np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.digest()
+
+
 def challenge_scores(probability: np.ndarray, label: np.ndarray, thresholds=THRESHOLDS) -> np.ndarray:
-    """(len(thresholds), 6) array of :data:`SCORE_NAMES` for one 2-D slice, one row per threshold."""
+    """(len(thresholds), 6) array of :data:`SCORE_NAMES` for one 2-D slice, one row per threshold.
+
+    Results are cached by content for the last few slices, so V_rand and V_info
+    metrics and the evaluation report on the same prediction thin it only once.
+    """
     probability, label = np.asarray(probability), np.asarray(label)
     if probability.shape != label.shape or probability.ndim != 2:
         raise ValueError(f"expected two 2-D maps of one shape, got {probability.shape} and {label.shape}")
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    key = _digest(probability, label, thresholds)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key].copy()
     truth = ground_truth_segments(label)
-    return np.stack([segmentation_scores(thinned_segmentation(probability, t), truth).as_array() for t in thresholds])
+    scores = np.stack([segmentation_scores(thinned_segmentation(probability, t), truth).as_array() for t in thresholds])
+    _CACHE[key] = scores
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return scores.copy()
 
 
 def pixel_scores(probability: np.ndarray, label: np.ndarray, thresholds=THRESHOLDS) -> np.ndarray:
