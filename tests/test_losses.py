@@ -1,0 +1,61 @@
+"""Every loss is minimal for a perfect prediction and decreases when optimised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emseg.losses import LOSSES, build_loss
+from emseg.transforms import border_weight_map
+
+
+@pytest.fixture(scope="module")
+def target(isbi_volumes):
+    label = (isbi_volumes[1][0, :64, :64] > 0).astype(np.float32)
+    weight = border_weight_map(label)
+    return torch.from_numpy(np.stack([label, weight]))[None]  # (1, 2, H, W): class, weight
+
+
+def perfect_logits(target, margin=20.0):
+    classes = target[:, 0]
+    return torch.stack([(1 - classes) * margin, classes * margin], dim=1) - margin / 2
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_perfect_prediction_is_minimal(name, target):
+    loss = build_loss(name)
+    perfect = loss(perfect_logits(target), target).item()
+    wrong = loss(perfect_logits(1 - target[:, :1]).detach(), target).item()
+    assert perfect == pytest.approx(0.0, abs=1e-4)
+    assert wrong > perfect + 0.5
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_decreases_with_optimisation(name, target):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
+    image = target[:, :1] + 0.3 * torch.randn_like(target[:, :1])
+    loss_fn = build_loss(name)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = loss_fn(net(image), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_deep_supervision_weights_each_head(target):
+    loss = build_loss("ce", deep_supervision_weights=[1.0, 0.5])
+    perfect, wrong = perfect_logits(target), perfect_logits(1 - target[:, :1])
+    single = build_loss("ce")
+    expected = single(wrong, target) + 0.5 * single(perfect, target)  # weighted sum, not normalised
+    assert loss([wrong, perfect], target).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_border_ce_needs_weight_channel(target):
+    with pytest.raises(ValueError, match="weight map in target channel 1"):
+        build_loss("border_ce")(perfect_logits(target), target[:, :1])
