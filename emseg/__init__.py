@@ -8,7 +8,19 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("cli", "data", "handlers", "inference", "metrics", "paths", "precision", "tracking")
+_SUBMODULES = (
+    "cli",
+    "data",
+    "evaluation",
+    "handlers",
+    "inference",
+    "losses",
+    "metrics",
+    "paths",
+    "precision",
+    "tracking",
+    "transforms",
+)
 
 
 def __getattr__(name: str):
