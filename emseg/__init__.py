@@ -20,6 +20,7 @@ _SUBMODULES = (
     "precision",
     "tracking",
     "transforms",
+    "tta",
 )
 
 
