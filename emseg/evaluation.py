@@ -47,7 +47,7 @@ class StackScores:
 
     def table(self) -> str:
         """A short plain-text table: one line per slice and the mean."""
-        columns = ("v_rand", "v_info", "pixel_error", "dice_membrane", "iou_membrane", "hd95_membrane")
+        columns = ("v_rand", "v_info", "pixel_error", "accuracy", "dice_membrane", "hd95_membrane")
         lines = [f"{'slice':<12}" + "".join(f"{c:>15}" for c in columns)]
         for row in self.rows:
             lines.append(f"{row['slice']:<12}" + "".join(f"{row[c]:>15.4f}" for c in columns))
@@ -60,7 +60,7 @@ class StackScores:
 
 
 def _overlap_scores(probability: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """Dice, IoU and 95% Hausdorff distance per class of ``probability > 0.5`` against ``label``."""
+    """Pixel accuracy, and Dice, IoU and 95% Hausdorff distance per class, of ``probability > 0.5``."""
     from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 
     interior = probability > 0.5
@@ -70,7 +70,7 @@ def _overlap_scores(probability: np.ndarray, label: np.ndarray) -> dict[str, flo
     dice = compute_dice(pred, true, include_background=True, ignore_empty=False)[0]
     iou = compute_iou(pred, true, include_background=True, ignore_empty=False)[0]
     hd95 = compute_hausdorff_distance(pred, true, include_background=True, percentile=95)[0]
-    scores = {}
+    scores = {"accuracy": float((interior == truth).mean())}
     for index, name in enumerate(CLASS_NAMES):
         scores[f"dice_{name}"] = float(dice[index])
         scores[f"iou_{name}"] = float(iou[index])
@@ -87,7 +87,7 @@ def score_stack(
     """All scores of interior ``probabilities`` (2-D, 1 = interior) against binary ``labels``, slice by slice.
 
     Challenge scores and pixel error are taken at the threshold that is best for the
-    stack mean (as the challenge ranks); Dice, IoU and HD95 at 0.5.
+    stack mean (as the challenge ranks); accuracy, Dice, IoU and HD95 at 0.5.
     """
     if len(probabilities) != len(labels) or not len(labels):
         raise ValueError(f"{len(probabilities)} prediction slices for {len(labels)} label slices")

@@ -21,7 +21,7 @@ from pathlib import Path
 from emseg.tracking import unique_run_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = ("v_rand", "v_info", "dice_membrane", "pixel_error")
+COLUMNS = ("v_rand", "v_info", "dice_membrane", "accuracy", "pixel_error")
 
 
 def monai_run(config_files: list[Path], overrides: dict[str, str], extra: list[str]) -> float:
