@@ -18,6 +18,7 @@ _SUBMODULES = (
     "metrics",
     "paths",
     "precision",
+    "preview",
     "tracking",
     "transforms",
     "tta",

@@ -2,6 +2,7 @@
 
     emseg data download isbi2012 --root DIR
     emseg evaluate PRED GT [--output DIR]
+    emseg augment preview --bundle bundles/unet --n 8 --out aug.png [--save DIR --count 1000]
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 DATASETS = ("isbi2012",)
@@ -49,6 +51,29 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _augment_preview(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from emseg.preview import augmented_pairs, preview_grid, save_pairs
+
+    if not args.out and not args.save:
+        raise ValueError("give --out PNG for a preview grid and/or --save DIR to write augmented pairs")
+    overrides = {"download": False}
+    if args.dataset_dir:
+        overrides["dataset_dir"] = str(Path(args.dataset_dir).resolve())
+    if args.augmentation:
+        overrides["augmentation"] = args.augmentation
+    if args.out:
+        grid = preview_grid(list(augmented_pairs(args.bundle, args.n, args.seed, **overrides)), args.columns)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(args.out)
+        print(f"wrote {args.out}: {args.n} augmented pairs, {grid.shape[1]}x{grid.shape[0]} pixels")
+    if args.save:
+        count = save_pairs(augmented_pairs(args.bundle, args.count, args.seed, **overrides), args.save)
+        print(f"wrote {count} augmented pairs to {args.save}/images and {args.save}/labels")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``emseg`` command."""
     from emseg import __version__
@@ -76,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--invert", action="store_true", help="the prediction is a membrane probability")
     evaluate.add_argument("--output", default=None, help="folder to write metrics.csv and summary.json to")
     evaluate.set_defaults(func=_evaluate)
+
+    augment = commands.add_parser("augment", help="augmented training data").add_subparsers(dest="augment_command",
+                                                                                        required=True)
+    preview = augment.add_parser("preview", help="grid of augmented image/label pairs, or many pairs as PNG")
+    preview.add_argument("--bundle", default="bundles/unet", help="bundle folder whose train.json to use")
+    preview.add_argument("--n", type=int, default=8, help="pairs in the grid")
+    preview.add_argument("--columns", type=int, default=4)
+    preview.add_argument("--out", default=None, help="PNG file for the grid")
+    preview.add_argument("--save", default=None, help="folder to write augmented pairs to (images/, labels/)")
+    preview.add_argument("--count", type=int, default=1000, help="pairs to write with --save")
+    preview.add_argument("--augmentation", default=None, help="preset name instead of the bundle's")
+    preview.add_argument("--dataset-dir", default=None, help="data folder instead of the bundle's dataset_dir")
+    preview.add_argument("--seed", type=int, default=0)
+    preview.set_defaults(func=_augment_preview)
     return parser
 
 
