@@ -9,15 +9,11 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from emseg.visualize import to_uint8
+
 
 def _to_numpy(x) -> np.ndarray:
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
-
-
-def _display(image: np.ndarray) -> np.ndarray:
-    """Min-max scale a 2-D image to uint8 for display."""
-    lo, hi = np.percentile(image, (0.5, 99.5))
-    return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
 def overlay_image(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
@@ -26,7 +22,7 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None 
     ``pred`` and ``label`` are 2-D membrane masks (1 = membrane). In the error
     panel, green marks agreement on membrane, red false membrane, blue missed membrane.
     """
-    grey = _display(image)
+    grey = to_uint8(image)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     predicted = rgb.copy()
     predicted[pred > 0] = (0.5 * predicted[pred > 0] + [127, 0, 0]).astype(np.uint8)

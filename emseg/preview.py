@@ -8,6 +8,8 @@ from typing import Iterator
 
 import numpy as np
 
+from emseg.visualize import to_uint8
+
 
 def augmented_pairs(bundle: str | Path, count: int, seed: int = 0, **overrides) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``count`` (image, label) 2-D pairs from ``bundle``'s ``train#dataset`` (crops + augmentation).
@@ -35,16 +37,11 @@ def augmented_pairs(bundle: str | Path, count: int, seed: int = 0, **overrides) 
                     return
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(image, (0.5, 99.5))
-    return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-
-
 def overlay(image: np.ndarray, label: np.ndarray) -> np.ndarray:
     """RGB uint8 image with the outline of the label's cells (interior = 1) drawn in red."""
     from skimage.segmentation import find_boundaries
 
-    rgb = np.repeat(_grey(image)[..., None], 3, axis=-1)
+    rgb = np.repeat(to_uint8(image)[..., None], 3, axis=-1)
     rgb[find_boundaries(label > 0.5, mode="inner")] = (255, 40, 40)
     return rgb
 
@@ -70,6 +67,6 @@ def save_pairs(pairs: Iterator[tuple[np.ndarray, np.ndarray]], folder: str | Pat
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     written = 0
     for written, (image, label) in enumerate(pairs, start=1):
-        Image.fromarray(_grey(image)).save(folder / "images" / f"{written - 1:05d}.png")
+        Image.fromarray(to_uint8(image)).save(folder / "images" / f"{written - 1:05d}.png")
         Image.fromarray(((label > 0.5) * 255).astype(np.uint8)).save(folder / "labels" / f"{written - 1:05d}.png")
     return written
