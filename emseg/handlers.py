@@ -1,4 +1,4 @@
-"""Ignite handlers that MONAI lacks: a picture of a validation prediction per epoch."""
+"""Ignite handlers that MONAI lacks: validation overlays, validation from a given epoch on."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import ValidationHandler
 
 from emseg.visualize import to_uint8
 
@@ -77,3 +78,26 @@ class ValidationOverlay:
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(target)
         shutil.copyfile(target, self.output_dir / "validation_overlay.png")
+
+
+class ValidationFromEpoch(ValidationHandler):
+    """MONAI's epoch-level ValidationHandler that starts validating at ``start_epoch``.
+
+    Validates every ``interval`` epochs from ``start_epoch`` on, and always after the
+    last epoch. Keeps checkpoint selection away from the first epochs, whose V_rand on
+    a few validation slices can be high by chance (thick, conservative membranes).
+    """
+
+    def __init__(self, validator, interval: int, start_epoch: int = 1) -> None:
+        super().__init__(validator=validator, interval=interval, epoch_level=True)
+        self.start_epoch = max(1, int(start_epoch))
+
+    def _due(self, engine: Engine, epoch: int) -> bool:
+        return epoch >= self.start_epoch and (
+            (epoch - self.start_epoch) % self.interval == 0 or epoch == engine.state.max_epochs
+        )
+
+    def attach(self, engine: Engine) -> None:
+        if self.validator is None:
+            raise RuntimeError("please set validator in __init__() or call `set_validator()` before training.")
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self)

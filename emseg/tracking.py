@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import secrets
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,16 @@ def running_bundle_config() -> dict | None:
     return None
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _interrupt_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, a batch system's time limit) into KeyboardInterrupt, so runs end KILLED."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 class MLflowTracker(MLFlowHandler):
     """MONAI's MLFlowHandler plus failure status, config artifact and experiment tag.
 
@@ -75,6 +87,7 @@ class MLflowTracker(MLFlowHandler):
         # Registered first so it runs before StatsHandler re-raises the exception.
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.fail)
         super().attach(engine)
+        _interrupt_on_sigterm()
 
     def start(self, engine: Engine) -> None:
         super().start(engine)

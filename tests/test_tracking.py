@@ -49,3 +49,20 @@ def test_unique_run_names_and_env_override(tmp_path, monkeypatch):
     assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path}/mlruns.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
     assert default_tracking_uri(tmp_path) == "sqlite:////elsewhere/x.db"
+
+
+def test_sigterm_ends_the_run_killed(tmp_path):
+    import os
+    import signal
+
+    def step(engine, batch):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        uri, engine = _run(tmp_path, step, "stopped")
+        with pytest.raises(KeyboardInterrupt):
+            engine.run([0], max_epochs=1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert _status(uri, "stopped")[0].info.status == "KILLED"
