@@ -6,7 +6,8 @@
 Each recipe ``PRESET:LOSS`` is trained with MONAI's CLI into its own checkpoint folder
 (``bundles/NAME/runs/compare/PRESET-LOSS-sSEED/``), evaluated on the test split with the
 bundle's evaluate.json, and tracked in MLflow like any run. The table lists wall-clock
-training time and the test scores; extra ``--key value`` pairs after ``--`` go to training.
+training time, the best validation V_rand (what selects the recipe) and the test scores;
+extra ``--key value`` pairs after ``--`` go to training.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ def monai_run(config_files: list[Path], overrides: dict[str, str], extra: list[s
     return time.perf_counter() - start
 
 
+def best_validation(bundle: str, run_name: str, metric: str = "val_v_rand") -> float:
+    """Best value of ``metric`` logged by the training run ``run_name`` (the selected checkpoint's)."""
+    import mlflow
+
+    from emseg.tracking import default_tracking_uri
+
+    client = mlflow.MlflowClient(default_tracking_uri(REPO_ROOT))
+    experiment = client.get_experiment_by_name(f"emseg-{bundle}")
+    (run,) = client.search_runs(experiment.experiment_id, filter_string=f"attributes.run_name = '{run_name}'")
+    return max(m.value for m in client.get_metric_history(run.info.run_id, metric))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="unet")
@@ -46,8 +59,8 @@ def main() -> None:
     opts, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     configs = REPO_ROOT / "bundles" / opts.bundle / "configs"
-    lines = ["| augmentation | loss | seed | epochs | training time (min) | " + " | ".join(COLUMNS) + " |",
-             "|---" * (5 + len(COLUMNS)) + "|"]
+    lines = ["| augmentation | loss | seed | epochs | training time (min) | validation V_rand | "
+             + " | ".join(f"test {c}" for c in COLUMNS) + " |", "|---" * (6 + len(COLUMNS)) + "|"]
     print("\n".join(lines), flush=True)
     for recipe in opts.recipes:
         preset, loss = recipe.split(":")
@@ -63,7 +76,8 @@ def main() -> None:
             monai_run([configs / "train.json", configs / "evaluate.json"], {**common, "run_name": evaluate_name}, [])
             summary = json.loads((REPO_ROOT / "bundles" / opts.bundle / "eval" / evaluate_name / "summary.json")
                                  .read_text())
-            row = (f"| {preset} | {loss} | {seed} | {opts.epochs} | {seconds / 60:.1f} | "
+            validation = best_validation(opts.bundle, train["run_name"])
+            row = (f"| {preset} | {loss} | {seed} | {opts.epochs} | {seconds / 60:.1f} | {validation:.4f} | "
                    + " | ".join(f"{summary[c]:.4f}" for c in COLUMNS) + " |")
             lines.append(row)
             print(row, flush=True)
