@@ -16,6 +16,7 @@ _SUBMODULES = (
     "inference",
     "losses",
     "metrics",
+    "networks",
     "paths",
     "precision",
     "preview",

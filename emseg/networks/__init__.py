@@ -1,0 +1,20 @@
+"""Architectures MONAI lacks, and the deep-supervision wrapper for MONAI's UNet++.
+
+MONAI's ``BasicUNet`` is used directly by the U-Net bundle; everything here builds on
+MONAI layers (its ResNet for the CE-Net encoder) rather than re-typing them.
+"""
+
+from emseg.networks.cenet import CENet, DenseAtrousConvolution, LinkNetDecoderBlock, ResidualMultiKernelPooling
+from emseg.networks.encdec import EncoderDecoder
+from emseg.networks.pretrained import load_pretrained_encoder
+from emseg.networks.unetpp import UNetPlusPlus
+
+__all__ = [
+    "CENet",
+    "DenseAtrousConvolution",
+    "EncoderDecoder",
+    "LinkNetDecoderBlock",
+    "ResidualMultiKernelPooling",
+    "UNetPlusPlus",
+    "load_pretrained_encoder",
+]
