@@ -1,8 +1,9 @@
 """MONAI's BasicUNetPlusPlus with deep supervision for training and one head for inference.
 
 MONAI's network always returns a list (one entry per supervised head, or just the
-last). This wrapper returns, in training mode, the heads X(0,L)..X(0,1) deepest
-first (the order MONAI's DeepSupervisionLoss weights), and in eval mode one tensor:
+last). This wrapper returns, in training mode with deep supervision, the list of heads
+X(0,4)..X(0,1) deepest first (the order MONAI's DeepSupervisionLoss weights), and
+otherwise one tensor; in eval mode:
 the head at ``inference_depth``. A shallower head is *pruned* as in the UNet++ paper
 (L1..L4): only the nodes it depends on are computed, so it is also cheaper.
 """
@@ -21,7 +22,8 @@ class UNetPlusPlus(BasicUNetPlusPlus):
     Args:
         spatial_dims, in_channels, out_channels, features, act, norm, bias, dropout, upsample:
             as for :class:`monai.networks.nets.BasicUNetPlusPlus`.
-        deep_supervision: in training mode return every head (deepest first), else only the deepest.
+        deep_supervision: in training mode return the list of every head (deepest first); without it
+            training returns the deepest head as a tensor, like eval mode with ``inference_depth=4``.
         inference_depth: which head (1..4) eval mode returns; lower depths prune the network.
     """
 
@@ -63,5 +65,5 @@ class UNetPlusPlus(BasicUNetPlusPlus):
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.training:
             outputs = self.heads(x, self.depth)
-            return outputs[::-1] if self.deep_supervision else outputs[-1:]
+            return outputs[::-1] if self.deep_supervision else outputs[-1]
         return self.heads(x, self.inference_depth)[-1]
