@@ -1,8 +1,9 @@
-"""The U-Net bundle through MONAI's own CLI, on real ISBI data, with tiny overrides.
+"""Every bundle through MONAI's own CLI, on real ISBI data, with tiny overrides.
 
-The bundle's configs are copied into a temporary project (``tmp/bundles/unet``) so the
-runs exercise the real bundle discovery, output layout and default MLflow store
-without touching the repository's own models or store.
+The bundles' configs and the shared fragments they reference (``bundles/common``) are
+copied into a temporary project, so the runs exercise the real bundle discovery,
+output layout and default MLflow store without touching the repository's own models
+or store.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-BUNDLE = REPO_ROOT / "bundles" / "unet"
 SCHEMA = REPO_ROOT / "emseg" / "resources" / "bundle_metadata_schema.json"
 TINY = {
     "epochs": "2",
@@ -32,9 +32,16 @@ TINY = {
     "batch_size": "2",
     "crops_per_slice": "2",
     "patch_size": "[64,64]",
-    "features": "[8,8,16,32,64,8]",
     "download": "False",
 }
+# the network keys of each bundle that make it tiny (CE-Net's ResNet-34 has no width setting)
+NETWORKS = {
+    "unet": {"features": "[8,8,16,32,64,8]"},
+    "unetpp": {"features": "[8,8,16,32,64,8]"},
+    "cenet": {},
+    "encdec": {"widths": "[8,16,32,64]"},
+}
+BUNDLES = list(NETWORKS)
 
 
 def monai_bundle(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -51,62 +58,84 @@ def overrides(**values: str) -> list[str]:
     return [item for key, value in values.items() for item in (f"--{key}", value)]
 
 
+def tiny(bundle: str, **values: str) -> list[str]:
+    return overrides(**{**TINY, **NETWORKS[bundle], **values})
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    shutil.copytree(BUNDLE / "configs", root / "bundles" / "unet" / "configs")
+    for name in ("common", *BUNDLES):
+        shutil.copytree(REPO_ROOT / "bundles" / name / "configs", root / "bundles" / name / "configs")
     return root
 
 
-@pytest.fixture(scope="module")
-def trained(project, isbi_dir) -> Path:
-    """Train once from the project root; return the project."""
-    monai_bundle("run", "training", "--config_file", "bundles/unet/configs/train.json",
-                 *overrides(dataset_dir=str(isbi_dir), **TINY), cwd=project)
-    return project
+@pytest.fixture(scope="module", params=BUNDLES)
+def trained(request, project, isbi_dir) -> tuple[Path, str]:
+    """Train a bundle once from the project root; return the project and the bundle name."""
+    bundle = request.param
+    monai_bundle("run", "training", "--config_file", f"bundles/{bundle}/configs/train.json",
+                 *tiny(bundle, dataset_dir=str(isbi_dir)), cwd=project)
+    return project, bundle
 
 
-def _runs(project: Path, experiment: str = "emseg-unet"):
+def _runs(project: Path, experiment: str):
     client = mlflow.MlflowClient(f"sqlite:///{project}/mlruns.db")
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment} in {project}/mlruns.db"
     return client, client.search_runs(exp.experiment_id)
 
 
-def test_metadata_verifies_offline():
-    result = monai_bundle("verify_metadata", "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_metadata_verifies_offline(bundle):
+    result = monai_bundle("verify_metadata", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
                           "--filepath", str(SCHEMA), cwd=REPO_ROOT)
     assert "metadata is verified with no error" in result.stdout + result.stderr
 
 
-def test_network_matches_metadata():
-    monai_bundle("verify_net_in_out", "network_def", "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-                 "--config_file", str(BUNDLE / "configs" / "train.json"), "--n", "4", "--any", "1",
-                 "--device", "cpu", "--features", TINY["features"], cwd=REPO_ROOT)
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_network_matches_metadata(bundle):
+    monai_bundle("verify_net_in_out", "network_def", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
+                 "--config_file", f"bundles/{bundle}/configs/train.json", "--n", "4", "--any", "1",
+                 "--device", "cpu", *overrides(**NETWORKS[bundle]), cwd=REPO_ROOT)
 
 
-def test_configs_parse():
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_configs_parse_with_the_same_keys(bundle, monkeypatch):
     from monai.bundle import ConfigParser
 
+    monkeypatch.chdir(REPO_ROOT)  # shared fragments are referenced from the repository root
+    configs = REPO_ROOT / "bundles" / bundle / "configs"
+    unet_configs = REPO_ROOT / "bundles" / "unet" / "configs"
     for files in (["train.json"], ["train.json", "evaluate.json"], ["inference.json"]):
         parser = ConfigParser()
-        parser.read_config([str(BUNDLE / "configs" / f) for f in files])
-        for key in ("run", "bundle_root", "network_def"):
-            assert key in parser, f"{files} lacks {key}"
-    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
-    for key in ("epochs", "batch_size", "learning_rate", "patch_size", "features", "device", "amp", "training"):
-        assert key in train
+        parser.read_config([str(configs / f) for f in files])
+        parser.parse()  # resolves the references to bundles/common
+        for key in ("run", "bundle_root", "network_def", "device", "ckpt_path" if files == ["inference.json"] else "ckpt_dir"):
+            assert key in parser, f"{bundle} {files} lacks {key}"
+    def network_keys(folder: Path) -> set[str]:  # the hyper-parameters of the network, listed by each bundle
+        return set(json.loads((folder / "train.json").read_text())["network_parameters"])
+
+    for name in ("train.json", "evaluate.json", "inference.json"):
+        own = set(json.loads((configs / name).read_text())) - network_keys(configs)
+        reference = set(json.loads((unet_configs / name).read_text())) - network_keys(unet_configs)
+        assert own == reference, f"{bundle}/{name} keys differ from unet's: {own ^ reference}"
+    assert {p.name for p in configs.iterdir()} == {p.name for p in unet_configs.iterdir()}
+    assert (configs.parent / "LICENSE").is_file() and (configs.parent / "docs" / "README.md").is_file()
 
 
 def test_training_writes_checkpoint_and_finished_mlflow_run(trained):
-    bundle = trained / "bundles" / "unet"
+    project, name = trained
+    bundle = project / "bundles" / name
     assert (bundle / "models" / "model.pt").is_file()
     (run_dir,) = list((bundle / "runs").iterdir())
     assert (run_dir / "checkpoint_final.pt").is_file() and (run_dir / "validation_overlay.png").is_file()
-    client, runs = _runs(trained)
+    client, runs = _runs(project, f"emseg-{name}")
     (run,) = [r for r in runs if r.info.run_name == run_dir.name]
     assert run.info.status == "FINISHED"
-    assert run.data.params["epochs"] == "2" and run.data.params["features"] == "[8, 8, 16, 32, 64, 8]"
+    assert run.data.params["epochs"] == "2" and run.data.params["patch_size"] == "[64, 64]"
+    for key, value in NETWORKS[name].items():
+        assert run.data.params[key] == str(json.loads(value))
     history = client.get_metric_history(run.info.run_id, "val_v_rand")
     assert [m.step for m in history] == [1, 2] and all(0 <= m.value <= 1 for m in history)
     assert {"train_loss", "val_v_info", "val_membrane_dice", "val_accuracy", "val_interior_dice"} <= set(run.data.metrics)
@@ -114,28 +143,18 @@ def test_training_writes_checkpoint_and_finished_mlflow_run(trained):
     assert {"config.json", "model.pt", "validation_overlay.png"} <= artifacts
 
 
-def test_training_from_inside_the_bundle_folder(trained, isbi_dir):
-    bundle = trained / "bundles" / "unet"
-    monai_bundle("run", "training", "--config_file", "configs/train.json",
-                 *overrides(dataset_dir=str(isbi_dir), **{**TINY, "epochs": "1"}), cwd=bundle)
-    assert len(list((bundle / "runs").iterdir())) == 2  # a new run folder next to the first
-    assert not (bundle / "bundles").exists() and not (bundle / "mlruns.db").exists()
-    _, runs = _runs(trained)
-    assert len({r.info.run_name for r in runs}) == len(runs) >= 2
-    assert all(r.info.status == "FINISHED" for r in runs)
-
-
 def test_evaluate_scores_the_test_split(trained, isbi_dir):
+    project, name = trained
     monai_bundle("run", "--config_file",
-                 "['bundles/unet/configs/train.json','bundles/unet/configs/evaluate.json']",
-                 *overrides(dataset_dir=str(isbi_dir), **TINY), cwd=trained)
-    (eval_dir,) = list((trained / "bundles" / "unet" / "eval").iterdir())
+                 f"['bundles/{name}/configs/train.json','bundles/{name}/configs/evaluate.json']",
+                 *tiny(name, dataset_dir=str(isbi_dir)), cwd=project)
+    (eval_dir,) = list((project / "bundles" / name / "eval").iterdir())
     rows = (eval_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("slice,v_rand,v_rand_split,v_rand_merge,v_info")
     assert [line.split(",")[0] for line in rows[1:]] == [f"isbi_{i:03d}" for i in range(25, 30)]
     summary = json.loads((eval_dir / "summary.json").read_text())
     assert summary["slices"] == 5 and 0 <= summary["v_rand"] <= 1 and summary["v_rand_threshold"] in summary["thresholds"]
-    _, runs = _runs(trained)
+    _, runs = _runs(project, f"emseg-{name}")
     (run,) = [r for r in runs if r.info.run_name == eval_dir.name]
     assert run.info.status == "FINISHED" and run.data.params["eval_split"] == "test"
     assert run.data.metrics["v_rand"] == pytest.approx(summary["v_rand"])
@@ -143,10 +162,11 @@ def test_evaluate_scores_the_test_split(trained, isbi_dir):
 
 
 def test_inference_writes_float32_probability_stack(trained, isbi_dir, tmp_path):
+    project, name = trained
     output = tmp_path / "probabilities.tif"
-    monai_bundle("run", "--config_file", "bundles/unet/configs/inference.json",
+    monai_bundle("run", "--config_file", f"bundles/{name}/configs/inference.json",
                  *overrides(input_path=str(isbi_dir / "test-volume.tif"), output_path=str(output),
-                            features=TINY["features"], patch_size="[128,128]"), cwd=trained)
+                            patch_size="[128,128]", **NETWORKS[name]), cwd=project)
     probabilities = tifffile.imread(output)
     assert probabilities.shape == (30, 512, 512) and probabilities.dtype == np.float32
     assert 0 <= probabilities.min() and probabilities.max() <= 1 and probabilities.std() > 0
@@ -155,7 +175,7 @@ def test_inference_writes_float32_probability_stack(trained, isbi_dir, tmp_path)
 def test_missing_dataset_dir_stops_with_one_clear_message(project, tmp_path):
     missing = tmp_path / "no-data"
     result = monai_bundle("run", "training", "--config_file", "bundles/unet/configs/train.json",
-                          *overrides(dataset_dir=str(missing), **TINY), cwd=project, check=False)
+                          *tiny("unet", dataset_dir=str(missing)), cwd=project, check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert f"ISBI 2012 data not found: {missing} lacks train-volume.tif, train-labels.tif" in output
