@@ -27,3 +27,18 @@ def isbi_volumes(isbi_dir) -> tuple[np.ndarray, np.ndarray]:
     import tifffile
 
     return tifffile.imread(isbi_dir / "train-volume.tif"), tifffile.imread(isbi_dir / "train-labels.tif")
+
+
+def training_losses(network, loss_fn, image, target, steps: int, lr: float) -> list[float]:
+    """Loss of each of ``steps`` Adam steps of ``network`` on one batch."""
+    import torch
+
+    optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(network(image), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

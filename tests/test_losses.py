@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import training_losses
+
 from emseg.losses import LOSSES, build_loss
 from emseg.transforms import border_weight_map
 
@@ -36,15 +38,7 @@ def test_loss_decreases_with_optimisation(name, target):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
     image = target[:, :1] + 0.3 * torch.randn_like(target[:, :1])
-    loss_fn = build_loss(name)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
-    losses = []
-    for _ in range(15):
-        optimizer.zero_grad()
-        loss = loss_fn(net(image), target)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = training_losses(net, build_loss(name), image, target, steps=15, lr=0.02)
     assert losses[-1] < 0.7 * losses[0]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import training_losses
 from monai.networks.nets import BasicUNetPlusPlus
 
 from emseg.losses import build_loss
@@ -92,15 +93,7 @@ def test_training_steps_lower_the_loss(name):
     image = torch.rand(2, 1, 64, 64)
     label = (image > 0.5).float()  # a learnable target: bright pixels are class 1
     ds = [1.0] * 4 if name == "unetpp" else None
-    loss_fn = build_loss("dice_ce", deep_supervision_weights=ds)
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(8):
-        optimizer.zero_grad()
-        loss = loss_fn(network(image), label)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = training_losses(network, build_loss("dice_ce", deep_supervision_weights=ds), image, label, steps=8, lr=1e-3)
     assert losses[-1] < losses[0]
 
 
