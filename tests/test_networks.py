@@ -9,7 +9,7 @@ from conftest import training_losses
 from monai.networks.nets import BasicUNetPlusPlus
 
 from emseg.losses import build_loss
-from emseg.networks import CENet, EncoderDecoder, UNetPlusPlus
+from emseg.networks import CENet, EncoderDecoder, TernausNet11, TernausNet16, UNetPlusPlus
 from emseg.networks.cenet import resnet34_encoder
 
 SMALL_UNETPP = (8, 8, 16, 32, 64, 8)
@@ -24,10 +24,15 @@ def builders():
         "unetpp": lambda: UNetPlusPlus(features=SMALL_UNETPP, norm="batch"),
         "cenet": lambda: CENet(in_channels=1, out_channels=2),
         "encdec": lambda: EncoderDecoder(widths=(8, 16, 32, 64)),
+        "ternausnet11": lambda: TernausNet11(num_filters=8),
+        "ternausnet16": lambda: TernausNet16(num_filters=8),
     }
 
 
-@pytest.mark.parametrize("name", ["unetpp", "cenet", "encdec"])
+ALL = ["unetpp", "cenet", "encdec", "ternausnet11", "ternausnet16"]
+
+
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("size", [(512, 512), (256, 384)])
 def test_output_shape(name, size):
     network = builders()[name]().eval()
@@ -37,7 +42,8 @@ def test_output_shape(name, size):
     assert out.shape == (1, 2, *size)
 
 
-@pytest.mark.parametrize("network", [CENet(), EncoderDecoder()], ids=["cenet", "encdec"])
+@pytest.mark.parametrize("network", [CENet(), EncoderDecoder(), TernausNet11(num_filters=8)],
+                         ids=["cenet", "encdec", "ternausnet11"])
 def test_size_not_divisible_is_refused(network):
     with pytest.raises(ValueError, match="divisible by"):
         network.eval()(torch.rand(1, 1, 100, 96))
@@ -64,6 +70,15 @@ def test_unetpp_parameters_match_reference():
     assert n_params(network) == pytest.approx(reference, rel=0.01)
 
 
+@pytest.mark.parametrize(("network", "reference"), [(TernausNet11, 22_927_393), (TernausNet16, 32_202_337)])
+def test_ternausnet_parameters_match_reference(network, reference):
+    # Reference: UNet11 and UNet16 (is_deconv=True, the paper's transposed convolutions) of
+    # github.com/ternaus/TernausNet (ternausnet/models.py), num_filters 32, 1 class, 3 input
+    # channels. Counted from that file: torchvision's vgg11 features 9,220,480 + decoder
+    # 13,706,913 = 22,927,393; vgg16 features 14,714,688 + decoder 17,487,649 = 32,202,337.
+    assert n_params(network(in_channels=3, out_channels=1)) == pytest.approx(reference, rel=0.01)
+
+
 def test_encdec_parameters_match_layer_arithmetic():
     # The TensorFlow 2 reference is a short Keras script without an output layer (it ends on a
     # fourth upsampling after three poolings), so there is no count to compare with; this checks
@@ -86,7 +101,7 @@ def test_encdec_parameters_match_layer_arithmetic():
     assert n_params(EncoderDecoder(in_channels=3, out_channels=1)) == expected
 
 
-@pytest.mark.parametrize("name", ["unetpp", "cenet", "encdec"])
+@pytest.mark.parametrize("name", ALL)
 def test_training_steps_lower_the_loss(name):
     torch.manual_seed(0)
     network = builders()[name]().train()
@@ -162,3 +177,39 @@ def test_pretrained_file_with_pickled_object_is_refused(tmp_path):
     torch.save({"conv1.weight": Payload()}, path)
     with pytest.raises(ValueError, match="evil.pth.*refused"):
         CENet(pretrained_encoder=str(path))
+
+
+def torchvision_vgg_state_dict(layout: list) -> dict[str, torch.Tensor]:
+    """A state dict in torchvision's VGG layout (features.N conv/ReLU/pool, classifier.0/3/6),
+    built here from torchvision's configuration list without torchvision or a download."""
+    layers, channels = [], 3
+    for item in layout:
+        if item == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+        else:
+            layers += [torch.nn.Conv2d(channels, item, 3, padding=1), torch.nn.ReLU(inplace=True)]
+            channels = item
+    vgg = torch.nn.Module()
+    vgg.features = torch.nn.Sequential(*layers)
+    vgg.classifier = torch.nn.Sequential(torch.nn.Linear(512 * 7 * 7, 16), torch.nn.ReLU(), torch.nn.Dropout(),
+                                         torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Dropout(),
+                                         torch.nn.Linear(16, 1000))
+    return vgg.state_dict()
+
+
+VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+@pytest.mark.parametrize(("network", "layout"), [(TernausNet11, VGG11), (TernausNet16, VGG16)])
+def test_ternausnet_loads_torchvision_vgg_weights(network, layout, tmp_path):
+    state = torchvision_vgg_state_dict(layout)
+    path = tmp_path / "vgg-imagenet.pth"
+    torch.save(state, path)
+    encoder_keys = {k for k in state if k.startswith("features.")}
+    model = network(in_channels=1, out_channels=6, pretrained_encoder=str(path))
+    loaded = model.encoder.state_dict()
+    assert set(loaded) == encoder_keys  # no missing or unexpected keys once the classifier is dropped
+    last = sorted(encoder_keys, key=lambda k: int(k.split(".")[1]))[-1]
+    torch.testing.assert_close(loaded[last], state[last])
+    torch.testing.assert_close(loaded["features.0.weight"], state["features.0.weight"].sum(1, keepdim=True))

@@ -7,6 +7,7 @@ MONAI layers (its ResNet for the CE-Net encoder) rather than re-typing them.
 from emseg.networks.cenet import CENet, DenseAtrousConvolution, LinkNetDecoderBlock, ResidualMultiKernelPooling
 from emseg.networks.encdec import EncoderDecoder
 from emseg.networks.pretrained import load_pretrained_encoder
+from emseg.networks.ternausnet import TernausNet, TernausNet11, TernausNet16, VGGEncoder
 from emseg.networks.unetpp import UNetPlusPlus
 
 __all__ = [
@@ -15,6 +16,10 @@ __all__ = [
     "EncoderDecoder",
     "LinkNetDecoderBlock",
     "ResidualMultiKernelPooling",
+    "TernausNet",
+    "TernausNet11",
+    "TernausNet16",
     "UNetPlusPlus",
+    "VGGEncoder",
     "load_pretrained_encoder",
 ]
