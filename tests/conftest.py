@@ -11,6 +11,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EMSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 ISBI_DIR = SHARED_DATA / "isbi2012"
+EPFL_DIR = SHARED_DATA / "epfl-hippocampus-multiclass"
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,13 @@ def isbi_volumes(isbi_dir) -> tuple[np.ndarray, np.ndarray]:
     import tifffile
 
     return tifffile.imread(isbi_dir / "train-volume.tif"), tifffile.imread(isbi_dir / "train-labels.tif")
+
+
+@pytest.fixture(scope="session")
+def epfl_dir() -> Path:
+    if not (EPFL_DIR / "train" / "slices").is_dir():
+        pytest.fail(f"real EPFL data not found in {EPFL_DIR}; set EMSEG_SHARED_DATA to the shared data folder")
+    return EPFL_DIR
 
 
 def training_losses(network, loss_fn, image, target, steps: int, lr: float) -> list[float]:

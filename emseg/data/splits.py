@@ -1,0 +1,46 @@
+"""Train / validation / test splits: explicit index lists, or random by fractions with a seed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emseg.data.datalist import check_split
+
+
+def split_by_fractions(n: int, fractions: Mapping[str, float], seed: int = 0) -> dict[str, list[int]]:
+    """Shuffle ``range(n)`` with ``seed`` and cut it by ``fractions`` (e.g. train 0.7, validation 0.2, test 0.1).
+
+    Part sizes are rounded down, the remainder goes to the first part; every part with a
+    positive fraction gets at least one item when ``n`` allows.
+    """
+    total = sum(fractions.values())
+    if total <= 0 or any(f < 0 for f in fractions.values()):
+        raise ValueError(f"fractions must be non-negative and sum to more than 0, got {dict(fractions)}")
+    sizes = {k: int(n * f / total) for k, f in fractions.items()}
+    for k, f in fractions.items():
+        if f > 0 and sizes[k] == 0 and n > sum(sizes.values()):
+            sizes[k] = 1
+    first = next(iter(fractions))
+    sizes[first] += n - sum(sizes.values())
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    split, start = {}, 0
+    for k, size in sizes.items():
+        split[k] = sorted(order[start:start + size])
+        start += size
+    return split
+
+
+def resolve_split(split: Mapping, n: int, source: str | Path) -> dict[str, list[int]]:
+    """``split`` as index lists for ``n`` items: either explicit (``{"train": [...], ...}``) or
+    ``{"fractions": {"train": 0.7, ...}, "seed": 0}``; checked for range and overlap."""
+    if "fractions" in split:
+        return check_split(split_by_fractions(n, split["fractions"], split.get("seed", 0)), n, source)
+    return check_split(split, n, source)
+
+
+def subset(items: Sequence[dict], indices: Sequence[int]) -> list[dict]:
+    """The items at ``indices``."""
+    return [items[i] for i in indices]
