@@ -32,6 +32,7 @@ class StackScores:
 
     rows: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    columns: tuple[str, ...] = ("v_rand", "v_info", "pixel_error", "accuracy", "dice_membrane", "hd95_membrane")
 
     def write(self, output_dir: str | Path) -> tuple[Path, Path]:
         """Write ``metrics.csv`` and ``summary.json`` into ``output_dir``."""
@@ -47,15 +48,17 @@ class StackScores:
 
     def table(self) -> str:
         """A short plain-text table: one line per slice and the mean."""
-        columns = ("v_rand", "v_info", "pixel_error", "accuracy", "dice_membrane", "hd95_membrane")
-        lines = [f"{'slice':<12}" + "".join(f"{c:>15}" for c in columns)]
+        columns = self.columns
+        width = max(12, *(len(row["slice"]) + 1 for row in self.rows))
+        lines = [f"{'slice':<{width}}" + "".join(f"{c:>18}" for c in columns)]
         for row in self.rows:
-            lines.append(f"{row['slice']:<12}" + "".join(f"{row[c]:>15.4f}" for c in columns))
-        lines.append(f"{'mean':<12}" + "".join(f"{self.summary[c]:>15.4f}" for c in columns))
-        lines.append(
-            f"best thresholds: V_rand {self.summary['v_rand_threshold']:.1f}, "
-            f"V_info {self.summary['v_info_threshold']:.1f}, pixel error {self.summary['pixel_error_threshold']:.1f}"
-        )
+            lines.append(f"{row['slice']:<{width}}" + "".join(f"{row[c]:>18.4f}" for c in columns))
+        lines.append(f"{'mean':<{width}}" + "".join(f"{self.summary[c]:>18.4f}" for c in columns))
+        if "v_rand_threshold" in self.summary:
+            lines.append(
+                f"best thresholds: V_rand {self.summary['v_rand_threshold']:.1f}, V_info "
+                f"{self.summary['v_info_threshold']:.1f}, pixel error {self.summary['pixel_error_threshold']:.1f}"
+            )
         return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Ignite handlers that MONAI lacks: validation overlays, validation from a given epoch on."""
+"""Ignite handlers that MONAI lacks: validation overlays (binary and multi-class), validation from a given epoch on."""
 
 from __future__ import annotations
 
@@ -69,15 +69,55 @@ class ValidationOverlay:
 
         if not self._sample:
             return
-        c = self.membrane_channel
-        label = self._sample.get("label")
-        picture = overlay_image(
-            self._sample[self.image_key][0], self._sample["pred"][c], None if label is None else label[c]
-        )
+        picture = self.picture(self._sample)
         target = self.output_dir / "overlays" / f"epoch_{engine.state.epoch:03d}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(target)
         shutil.copyfile(target, self.output_dir / "validation_overlay.png")
+
+
+    def picture(self, sample: dict) -> np.ndarray:
+        """The RGB overlay of one sample (``image``, one-hot ``pred`` and ``label``)."""
+        c = self.membrane_channel
+        label = sample.get("label")
+        return overlay_image(sample[self.image_key][0], sample["pred"][c], None if label is None else label[c])
+
+
+# background (not drawn), then distinct colours for up to 8 classes
+CLASS_COLOURS = np.array([(0, 0, 0), (255, 215, 0), (0, 200, 255), (255, 60, 60), (60, 220, 60), (200, 80, 255),
+                          (255, 140, 0), (0, 120, 255), (255, 255, 255)], dtype=np.float32)
+
+
+def class_overlay_image(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None = None,
+                        alpha: float = 0.5) -> np.ndarray:
+    """RGB panels ``image | predicted classes | true classes`` (H, 2W or 3W, 3), uint8.
+
+    ``pred`` and ``label`` are 2-D class-index maps; class ``k`` > 0 is blended in
+    ``CLASS_COLOURS[k]``, background is left grey.
+    """
+    grey = np.repeat(to_uint8(image)[..., None], 3, axis=-1).astype(np.float32)
+
+    def paint(classes: np.ndarray) -> np.ndarray:
+        classes = np.asarray(classes).astype(np.int64) % len(CLASS_COLOURS)
+        out = grey.copy()
+        mask = classes > 0
+        out[mask] = (1 - alpha) * grey[mask] + alpha * CLASS_COLOURS[classes[mask]]
+        return out.astype(np.uint8)
+
+    panels = [grey.astype(np.uint8), paint(pred)] + ([] if label is None else [paint(label)])
+    return np.concatenate(panels, axis=1)
+
+
+class ClassOverlay(ValidationOverlay):
+    """:class:`ValidationOverlay` for multi-class output: image, predicted and true classes in colour."""
+
+    def __init__(self, output_dir: str, image_key: str = "image") -> None:
+        super().__init__(output_dir, image_key=image_key)
+
+    def picture(self, sample: dict) -> np.ndarray:
+        label = sample.get("label")
+        return class_overlay_image(sample[self.image_key][0], sample["pred"].argmax(0),
+                                   None if label is None else label.argmax(0))
 
 
 class ValidationFromEpoch(ValidationHandler):

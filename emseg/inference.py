@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -54,10 +55,11 @@ def predict_slices(
     inferer: Callable,
     transform: Callable | None = None,
     postprocessing: Callable | None = None,
-    channel: int = 1,
+    channel: int | None = 1,
     device: str | torch.device = "cpu",
 ) -> Iterator[np.ndarray]:
-    """Yield one float32 (H, W) map per slice of a (Z, H, W) volume: ``channel`` of the postprocessed output."""
+    """Yield one float32 (H, W) map per slice of a (Z, H, W) volume: ``channel`` of the postprocessed output
+    (all channels, (C, H, W), when ``channel`` is None)."""
     network.eval()
     for index, image in enumerate(volume):
         start = time.perf_counter()
@@ -69,10 +71,11 @@ def predict_slices(
             if isinstance(logits, (list, tuple)):  # deep supervision: the last head is the final output
                 logits = logits[-1]
             output = postprocessing(logits[0]) if postprocessing is not None else logits[0]
-        if not 0 <= channel < output.shape[0]:
+        if channel is not None and not 0 <= channel < output.shape[0]:
             raise ValueError(f"channel {channel} requested but the network gives {output.shape[0]} channels")
         logger.info("slice %d/%d predicted in %.2fs", index + 1, len(volume), time.perf_counter() - start)
-        yield output[channel].detach().float().cpu().numpy()
+        selected = output if channel is None else output[channel]
+        yield selected.detach().float().cpu().numpy()
 
 
 def predict_volume(
@@ -108,3 +111,50 @@ def predict_volume(
         partial.unlink(missing_ok=True)
     logger.info("wrote %s (%d slices, float32 probabilities of channel %d)", output_path, len(volume), channel)
     return output_path
+
+
+@contextlib.contextmanager
+def atomic_tiff(path: str | Path) -> Iterator:
+    """A ``tifffile.TiffWriter`` on ``path.part`` that becomes ``path`` only when the block completes."""
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise VolumeError(f"{path}: the stack is written as TIFF (.tif)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    try:
+        with tifffile.TiffWriter(partial) as tif:
+            yield tif
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def predict_classes(
+    network: torch.nn.Module,
+    inferer: Callable,
+    input_path: str | Path,
+    output_path: str | Path,
+    probabilities_path: str | Path | None = None,
+    input_key: str | None = None,
+    transform: Callable | None = None,
+    postprocessing: Callable | None = None,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Predict every slice of ``input_path``; write the class-index map (argmax) as a uint8 (Z, H, W) TIFF
+    to ``output_path`` and, when ``probabilities_path`` is given, the per-class probabilities as a
+    float32 (Z, C, H, W) TIFF. Slices are written as they are predicted, each file atomically."""
+    volume = read_volume(input_path, input_key)
+    with contextlib.ExitStack() as stack:
+        labels = stack.enter_context(atomic_tiff(output_path))
+        probabilities = stack.enter_context(atomic_tiff(probabilities_path)) if probabilities_path else None
+        for output in predict_slices(volume, network, inferer, transform, postprocessing, None, device):
+            if output.shape[0] > 255:
+                raise ValueError(f"{output.shape[0]} classes do not fit a uint8 class map")
+            labels.write(output.argmax(0).astype(np.uint8), contiguous=True, metadata={"axes": "ZYX"})
+            if probabilities is not None:
+                probabilities.write(output.astype(np.float32), contiguous=True, metadata={"axes": "ZCYX"})
+    logger.info("wrote %s (%d slices, class indices)%s", output_path, len(volume),
+                f" and {probabilities_path} (per-class probabilities)" if probabilities_path else "")
+    return Path(output_path)

@@ -18,6 +18,7 @@ from emseg.metrics.monai_metrics import (
     PixelErrorMetric,
     channel_output,
 )
+from emseg.metrics.per_class import per_class_metrics
 
 __all__ = [
     "ChallengeScore",
@@ -31,6 +32,7 @@ __all__ = [
     "challenge_scores",
     "channel_output",
     "ground_truth_segments",
+    "per_class_metrics",
     "pixel_scores",
     "segmentation_scores",
     "thinned_segmentation",
