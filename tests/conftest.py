@@ -1,8 +1,12 @@
-"""Shared fixtures: the real EM data in ../shared/data (override with EMSEG_SHARED_DATA)."""
+"""Shared fixtures and helpers: the real EM data in ../shared/data (override with EMSEG_SHARED_DATA),
+running the bundle CLI in a temporary project, a few training steps."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +54,35 @@ def training_losses(network, loss_fn, image, target, steps: int, lr: float) -> l
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def monai_bundle(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle ARGS`` as a user would, with no MLflow URI from the environment."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        pytest.fail(f"monai.bundle {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def overrides(**values: str) -> list[str]:
+    """``--key value`` arguments for the bundle CLI."""
+    return [item for key, value in values.items() for item in (f"--{key}", value)]
+
+
+def copy_bundles(root: Path, bundles) -> Path:
+    """A temporary project at ``root`` with the configs of ``bundles`` and of the shared fragments."""
+    for name in ("common", *bundles):
+        shutil.copytree(REPO_ROOT / "bundles" / name / "configs", root / "bundles" / name / "configs")
+    return root
+
+
+def mlflow_runs(project: Path, experiment: str):
+    """The MLflow client of ``project``'s default store and the runs of ``experiment``."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlruns.db")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment} in {project}/mlruns.db"
+    return client, client.search_runs(exp.experiment_id)

@@ -9,18 +9,13 @@ or store.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 import tifffile
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, copy_bundles, mlflow_runs, monai_bundle, overrides
 
 pytestmark = pytest.mark.slow
 
@@ -44,30 +39,13 @@ NETWORKS = {
 BUNDLES = list(NETWORKS)
 
 
-def monai_bundle(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle ARGS`` as a user would, with no MLflow URI from the environment."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        pytest.fail(f"monai.bundle {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
-def overrides(**values: str) -> list[str]:
-    return [item for key, value in values.items() for item in (f"--{key}", value)]
-
-
 def tiny(bundle: str, **values: str) -> list[str]:
     return overrides(**{**TINY, **NETWORKS[bundle], **values})
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    for name in ("common", *BUNDLES):
-        shutil.copytree(REPO_ROOT / "bundles" / name / "configs", root / "bundles" / name / "configs")
-    return root
+    return copy_bundles(tmp_path_factory.mktemp("project"), BUNDLES)
 
 
 @pytest.fixture(scope="module", params=BUNDLES)
@@ -77,13 +55,6 @@ def trained(request, project, isbi_dir) -> tuple[Path, str]:
     monai_bundle("run", "training", "--config_file", f"bundles/{bundle}/configs/train.json",
                  *tiny(bundle, dataset_dir=str(isbi_dir)), cwd=project)
     return project, bundle
-
-
-def _runs(project: Path, experiment: str):
-    client = mlflow.MlflowClient(f"sqlite:///{project}/mlruns.db")
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None, f"no MLflow experiment {experiment} in {project}/mlruns.db"
-    return client, client.search_runs(exp.experiment_id)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
@@ -130,7 +101,7 @@ def test_training_writes_checkpoint_and_finished_mlflow_run(trained):
     assert (bundle / "models" / "model.pt").is_file()
     (run_dir,) = list((bundle / "runs").iterdir())
     assert (run_dir / "checkpoint_final.pt").is_file() and (run_dir / "validation_overlay.png").is_file()
-    client, runs = _runs(project, f"emseg-{name}")
+    client, runs = mlflow_runs(project, f"emseg-{name}")
     (run,) = [r for r in runs if r.info.run_name == run_dir.name]
     assert run.info.status == "FINISHED"
     assert run.data.params["epochs"] == "2" and run.data.params["patch_size"] == "[64, 64]"
@@ -154,7 +125,7 @@ def test_evaluate_scores_the_test_split(trained, isbi_dir):
     assert [line.split(",")[0] for line in rows[1:]] == [f"isbi_{i:03d}" for i in range(25, 30)]
     summary = json.loads((eval_dir / "summary.json").read_text())
     assert summary["slices"] == 5 and 0 <= summary["v_rand"] <= 1 and summary["v_rand_threshold"] in summary["thresholds"]
-    _, runs = _runs(project, f"emseg-{name}")
+    _, runs = mlflow_runs(project, f"emseg-{name}")
     (run,) = [r for r in runs if r.info.run_name == eval_dir.name]
     assert run.info.status == "FINISHED" and run.data.params["eval_split"] == "test"
     assert run.data.metrics["v_rand"] == pytest.approx(summary["v_rand"])

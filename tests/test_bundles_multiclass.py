@@ -1,0 +1,121 @@
+"""The TernausNet bundles through MONAI's own CLI: multi-class EPFL by default, ISBI with --dataset.
+
+Like tests/test_bundles.py, the configs run in a temporary project with tiny overrides
+(2 patches of 256x256 per step, decoder width 8; the VGG encoders keep their ImageNet widths).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import REPO_ROOT, copy_bundles, mlflow_runs, monai_bundle, overrides
+
+pytestmark = pytest.mark.slow
+
+BUNDLES = ["ternausnet11", "ternausnet16"]
+SCHEMA = REPO_ROOT / "emseg" / "resources" / "bundle_metadata_schema.json"
+CLASSES = ["background", "membranes", "mitochondria", "vesicles", "PSD", "axon"]
+TINY = {
+    "epochs": "1",
+    "epoch_length": "2",
+    "val_interval": "1",
+    "batch_size": "2",
+    "crops_per_slice": "1",
+    "patch_size": "[256,256]",
+    "num_filters": "8",
+    "download": "False",
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return copy_bundles(tmp_path_factory.mktemp("project"), BUNDLES)
+
+
+@pytest.fixture(scope="module", params=BUNDLES)
+def trained(request, project, epfl_dir) -> tuple[Path, str]:
+    """Train a bundle once on the EPFL data; return the project and the bundle name."""
+    bundle = request.param
+    monai_bundle("run", "training", "--config_file", f"bundles/{bundle}/configs/train.json",
+                 *overrides(dataset_dir=str(epfl_dir), **TINY), cwd=project)
+    return project, bundle
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_metadata_and_network_verify(bundle):
+    result = monai_bundle("verify_metadata", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
+                          "--filepath", str(SCHEMA), cwd=REPO_ROOT)
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+    monai_bundle("verify_net_in_out", "network_def", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
+                 "--config_file", f"bundles/{bundle}/configs/train.json", "--n", "2", "--any", "1",
+                 "--device", "cpu", "--num_filters", "8", cwd=REPO_ROOT)
+
+
+def test_bundles_have_the_unet_keys_and_the_same_files():
+    unet = REPO_ROOT / "bundles" / "unet" / "configs"
+    unet_network = set(json.loads((unet / "train.json").read_text())["network_parameters"])
+    for bundle in BUNDLES:
+        configs = REPO_ROOT / "bundles" / bundle / "configs"
+        for name in ("train.json", "evaluate.json", "inference.json"):
+            missing = set(json.loads((unet / name).read_text())) - unet_network - set(json.loads((configs / name).read_text()))
+            assert not missing, f"{bundle}/{name} lacks {missing}"
+        assert {p.name for p in configs.iterdir()} == {p.name for p in unet.iterdir()}
+        assert (configs.parent / "docs" / "README.md").is_file() and (configs.parent / "LICENSE").is_file()
+
+
+def test_training_logs_per_class_scores(trained):
+    project, name = trained
+    bundle = project / "bundles" / name
+    assert (bundle / "models" / "model.pt").is_file()
+    (run_dir,) = list((bundle / "runs").iterdir())
+    assert (run_dir / "validation_overlay.png").is_file()
+    client, runs = mlflow_runs(project, f"emseg-{name}")
+    (run,) = [r for r in runs if r.info.run_name == run_dir.name]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["dataset"] == "epfl" and run.data.params["classes"] == ",".join(CLASSES)
+    per_class = {f"val_{m}_{c}" for m in ("dice", "iou") for c in CLASSES[1:]}
+    assert per_class | {"val_mean_dice", "train_loss"} <= set(run.data.metrics)
+    assert 0 <= run.data.metrics["val_mean_dice"] <= 1
+
+
+def test_evaluate_writes_per_class_report(trained, epfl_dir):
+    project, name = trained
+    monai_bundle("run", "--config_file", f"['bundles/{name}/configs/train.json','bundles/{name}/configs/evaluate.json']",
+                 *overrides(dataset_dir=str(epfl_dir), **TINY), cwd=project)
+    (eval_dir,) = list((project / "bundles" / name / "eval").iterdir())
+    rows = (eval_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["slice", "accuracy", "dice_background"]
+    assert len(rows) == 1 + 5  # the 5 EPFL test slices
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    assert summary["classes"] == CLASSES and 0 <= summary["mean_dice"] <= 1
+    _, runs = mlflow_runs(project, f"emseg-{name}")
+    (run,) = [r for r in runs if r.info.run_name == eval_dir.name]
+    assert run.data.metrics["dice_membranes"] == pytest.approx(summary["dice_membranes"])
+
+
+def test_inference_writes_class_map_and_probabilities(trained, epfl_dir, tmp_path):
+    project, name = trained
+    classes, probabilities = tmp_path / "classes.tif", tmp_path / "probabilities.tif"
+    monai_bundle("run", "--config_file", f"bundles/{name}/configs/inference.json",
+                 *overrides(input_path=str(epfl_dir / "test" / "slices"), output_path=str(classes),
+                            probabilities_path=str(probabilities), patch_size="[256,256]", num_filters="8"),
+                 cwd=project)
+    labels, probs = tifffile.imread(classes), tifffile.imread(probabilities)
+    assert labels.shape == (5, 768, 1024) and labels.dtype == np.uint8 and labels.max() < 6
+    assert probs.shape == (5, 6, 768, 1024) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+    np.testing.assert_array_equal(probs.argmax(1), labels)
+
+
+def test_ternausnet_trains_on_isbi_with_the_documented_override(project, isbi_dir):
+    monai_bundle("run", "training", "--config_file", "bundles/ternausnet11/configs/train.json",
+                 *overrides(dataset="isbi2012", dataset_dir=str(isbi_dir), run_name="isbi-run", **TINY), cwd=project)
+    client, runs = mlflow_runs(project, "emseg-ternausnet11")
+    (run,) = [r for r in runs if r.info.run_name == "isbi-run"]
+    assert run.info.status == "FINISHED" and run.data.params["classes"] == "membrane,interior"
+    assert {"val_dice_interior", "val_mean_dice"} <= set(run.data.metrics)
