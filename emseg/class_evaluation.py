@@ -8,16 +8,12 @@ as ``metrics.csv``/``summary.json`` and hands the means to MLflow, like the bina
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
 
-from emseg.evaluation import StackScores
-
-logger = logging.getLogger(__name__)
+from emseg.evaluation import SliceReport, StackScores
 
 
 def one_hot(classes: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -35,7 +31,8 @@ def score_class_stack(
     """Dice and IoU per class (background included as ``class_names[0]``) and accuracy, per slice and mean.
 
     A class absent from both prediction and label of a slice scores NaN there and is left
-    out of that class's mean, so empty masks do not inflate or deflate the summary.
+    out of that class's mean, so empty masks do not inflate the summary; a class predicted
+    where the label has none scores 0.
     """
     from monai.metrics import compute_dice, compute_iou
 
@@ -46,8 +43,8 @@ def score_class_stack(
     rows = []
     for name, pred, label in zip(names, predictions, labels):
         p, t = one_hot(pred, n), one_hot(label, n)
-        dice = compute_dice(p, t, include_background=True, ignore_empty=True)[0]
-        iou = compute_iou(p, t, include_background=True, ignore_empty=True)[0]
+        dice = compute_dice(p, t, include_background=True, ignore_empty=False)[0]
+        iou = compute_iou(p, t, include_background=True, ignore_empty=False)[0]
         both_empty = (p.sum((0, 2, 3)) == 0) & (t.sum((0, 2, 3)) == 0)
         row: dict = {"slice": name, "accuracy": float((np.asarray(pred) == np.asarray(label)).mean())}
         for c, cls in enumerate(class_names):
@@ -66,38 +63,18 @@ def score_class_stack(
     return StackScores(rows, summary, columns)
 
 
-class ClassEvaluationReport:
-    """Ignite handler: per-class scores of every evaluated slice, written to ``output_dir``.
-
-    Takes the argmax of one-hot ``pred`` and ``label`` from the evaluator's output; the
-    summary means go into ``engine.state.metrics`` (with ``prefix``) for MLflow.
-    """
+class ClassEvaluationReport(SliceReport):
+    """Per-class report (:func:`score_class_stack`) of the argmax of one-hot ``pred`` and ``label``."""
 
     def __init__(self, output_dir: str, class_names: Sequence[str], pred_key: str = "pred", label_key: str = "label",
                  name_key: str = "name", prefix: str = "") -> None:
-        self.output_dir = output_dir
+        super().__init__(output_dir, name_key, prefix)
         self.class_names = list(class_names)
-        self.pred_key, self.label_key, self.name_key = pred_key, label_key, name_key
-        self.prefix = prefix
-        self._items: list[tuple[str, np.ndarray, np.ndarray]] = []
+        self.pred_key, self.label_key = pred_key, label_key
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self._items.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._report)
+    def extract(self, output: dict) -> tuple[np.ndarray, np.ndarray]:
+        return (output[self.pred_key].detach().argmax(0).cpu().numpy(),
+                output[self.label_key].detach().argmax(0).cpu().numpy())
 
-    def _collect(self, engine: Engine) -> None:
-        batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
-        for item, output in zip(batch, engine.state.output):
-            pred = output[self.pred_key].detach().argmax(0).cpu().numpy()
-            label = output[self.label_key].detach().argmax(0).cpu().numpy()
-            self._items.append((str(item.get(self.name_key, len(self._items))), pred, label))
-
-    def _report(self, engine: Engine) -> None:
-        names, preds, labels = zip(*self._items)
-        scores = score_class_stack(preds, labels, self.class_names, names)
-        csv_path, json_path = scores.write(self.output_dir)
-        logger.info("evaluation of %d slices:\n%s\nwrote %s and %s", len(names), scores.table(), csv_path, json_path)
-        for key, value in scores.summary.items():
-            if isinstance(value, float):
-                engine.state.metrics[self.prefix + key] = value
+    def score(self, predictions, labels, names) -> StackScores:
+        return score_class_stack(predictions, labels, self.class_names, names)

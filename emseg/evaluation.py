@@ -128,22 +128,26 @@ def score_stack(
     return StackScores(rows, summary)
 
 
-class EvaluationReport:
-    """Ignite handler: score every evaluated slice, write ``metrics.csv``/``summary.json``, print a table.
+class SliceReport:
+    """Ignite handler base: collect one (prediction, label) pair per evaluated slice, score the stack at
+    the end of the run, write ``metrics.csv``/``summary.json`` to ``output_dir`` and print a table.
 
-    Reads the interior probability from channel ``channel`` of ``prob_key`` and the
-    label from the same channel of one-hot ``label_key`` in the evaluator's output.
-    Summary values go into ``engine.state.metrics`` (prefixed by ``prefix``), so an
-    MLflow tracker attached after this handler logs them.
+    Summary values go into ``engine.state.metrics`` (prefixed by ``prefix``), so an MLflow tracker
+    attached after this handler logs them. Subclasses say what to take from an output
+    (:meth:`extract`) and how to score the stack (:meth:`score`).
     """
 
-    def __init__(self, output_dir: str, prob_key: str = "prob", label_key: str = "label", channel: int = 1,
-                 name_key: str = "name", prefix: str = "") -> None:
+    def __init__(self, output_dir: str, name_key: str = "name", prefix: str = "") -> None:
         self.output_dir = output_dir
-        self.prob_key, self.label_key, self.name_key = prob_key, label_key, name_key
-        self.channel = channel
+        self.name_key = name_key
         self.prefix = prefix
         self._items: list[tuple[str, np.ndarray, np.ndarray]] = []
+
+    def extract(self, output: dict) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def score(self, predictions, labels, names) -> StackScores:
+        raise NotImplementedError
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self._items.clear())
@@ -153,15 +157,35 @@ class EvaluationReport:
     def _collect(self, engine: Engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
         for item, output in zip(batch, engine.state.output):
-            prob = output[self.prob_key][self.channel].detach().float().cpu().numpy()
-            label = output[self.label_key][self.channel].detach().cpu().numpy()
-            self._items.append((str(item.get(self.name_key, len(self._items))), prob, label))
+            self._items.append((str(item.get(self.name_key, len(self._items))), *self.extract(output)))
 
     def _report(self, engine: Engine) -> None:
-        names, probs, labels = zip(*self._items)
-        scores = score_stack(probs, labels, names)
+        names, predictions, labels = zip(*self._items)
+        scores = self.score(predictions, labels, names)
         csv_path, json_path = scores.write(self.output_dir)
         logger.info("evaluation of %d slices:\n%s\nwrote %s and %s", len(names), scores.table(), csv_path, json_path)
         for key, value in scores.summary.items():
             if isinstance(value, float):
                 engine.state.metrics[self.prefix + key] = value
+
+
+class EvaluationReport(SliceReport):
+    """Binary EM report: ISBI challenge scores, pixel error, Dice/IoU/HD95 per class (:func:`score_stack`).
+
+    Reads the interior probability from channel ``channel`` of ``prob_key`` and the
+    label from the same channel of one-hot ``label_key`` in the evaluator's output.
+    """
+
+    def __init__(self, output_dir: str, prob_key: str = "prob", label_key: str = "label", channel: int = 1,
+                 name_key: str = "name", prefix: str = "") -> None:
+        super().__init__(output_dir, name_key, prefix)
+        self.prob_key, self.label_key = prob_key, label_key
+        self.channel = channel
+
+    def extract(self, output: dict) -> tuple[np.ndarray, np.ndarray]:
+        prob = output[self.prob_key][self.channel].detach().float().cpu().numpy()
+        label = output[self.label_key][self.channel].detach().cpu().numpy()
+        return prob, label
+
+    def score(self, predictions, labels, names) -> StackScores:
+        return score_stack(predictions, labels, names)

@@ -86,3 +86,22 @@ def mlflow_runs(project: Path, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment} in {project}/mlruns.db"
     return client, client.search_runs(exp.experiment_id)
+
+
+SCHEMA = REPO_ROOT / "emseg" / "resources" / "bundle_metadata_schema.json"
+
+
+def verify_bundle(bundle: str, *network_args: str, n: int = 4) -> None:
+    """MONAI's verify_metadata (against the vendored schema, offline) and verify_net_in_out of ``bundle``."""
+    meta = f"bundles/{bundle}/configs/metadata.json"
+    result = monai_bundle("verify_metadata", "--meta_file", meta, "--filepath", str(SCHEMA), cwd=REPO_ROOT)
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+    monai_bundle("verify_net_in_out", "network_def", "--meta_file", meta, "--config_file",
+                 f"bundles/{bundle}/configs/train.json", "--n", str(n), "--any", "1", "--device", "cpu",
+                 *network_args, cwd=REPO_ROOT)
+
+
+def train_bundle(project: Path, bundle: str, args: list[str]) -> tuple[Path, str]:
+    """Run the ``training`` workflow of ``bundle`` in ``project``; return both."""
+    monai_bundle("run", "training", "--config_file", f"bundles/{bundle}/configs/train.json", *args, cwd=project)
+    return project, bundle

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import REPO_ROOT, copy_bundles, mlflow_runs, monai_bundle, overrides
+from conftest import REPO_ROOT, copy_bundles, mlflow_runs, monai_bundle, overrides, train_bundle, verify_bundle
 
 pytestmark = pytest.mark.slow
 
-SCHEMA = REPO_ROOT / "emseg" / "resources" / "bundle_metadata_schema.json"
 TINY = {
     "epochs": "2",
     "epoch_length": "2",
@@ -50,25 +49,13 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module", params=BUNDLES)
 def trained(request, project, isbi_dir) -> tuple[Path, str]:
-    """Train a bundle once from the project root; return the project and the bundle name."""
-    bundle = request.param
-    monai_bundle("run", "training", "--config_file", f"bundles/{bundle}/configs/train.json",
-                 *tiny(bundle, dataset_dir=str(isbi_dir)), cwd=project)
-    return project, bundle
+    """A bundle trained once from the project root: the project and the bundle name."""
+    return train_bundle(project, request.param, tiny(request.param, dataset_dir=str(isbi_dir)))
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_metadata_verifies_offline(bundle):
-    result = monai_bundle("verify_metadata", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
-                          "--filepath", str(SCHEMA), cwd=REPO_ROOT)
-    assert "metadata is verified with no error" in result.stdout + result.stderr
-
-
-@pytest.mark.parametrize("bundle", BUNDLES)
-def test_network_matches_metadata(bundle):
-    monai_bundle("verify_net_in_out", "network_def", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
-                 "--config_file", f"bundles/{bundle}/configs/train.json", "--n", "4", "--any", "1",
-                 "--device", "cpu", *overrides(**NETWORKS[bundle]), cwd=REPO_ROOT)
+def test_metadata_and_network_verify(bundle):
+    verify_bundle(bundle, *overrides(**NETWORKS[bundle]))
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

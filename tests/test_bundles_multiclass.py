@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import REPO_ROOT, copy_bundles, mlflow_runs, monai_bundle, overrides
+from conftest import REPO_ROOT, copy_bundles, mlflow_runs, monai_bundle, overrides, train_bundle, verify_bundle
 
 pytestmark = pytest.mark.slow
 
 BUNDLES = ["ternausnet11", "ternausnet16"]
-SCHEMA = REPO_ROOT / "emseg" / "resources" / "bundle_metadata_schema.json"
 CLASSES = ["background", "membranes", "mitochondria", "vesicles", "PSD", "axon"]
 TINY = {
     "epochs": "1",
@@ -39,21 +38,13 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module", params=BUNDLES)
 def trained(request, project, epfl_dir) -> tuple[Path, str]:
-    """Train a bundle once on the EPFL data; return the project and the bundle name."""
-    bundle = request.param
-    monai_bundle("run", "training", "--config_file", f"bundles/{bundle}/configs/train.json",
-                 *overrides(dataset_dir=str(epfl_dir), **TINY), cwd=project)
-    return project, bundle
+    """A bundle trained once on the EPFL data: the project and the bundle name."""
+    return train_bundle(project, request.param, overrides(dataset_dir=str(epfl_dir), **TINY))
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_metadata_and_network_verify(bundle):
-    result = monai_bundle("verify_metadata", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
-                          "--filepath", str(SCHEMA), cwd=REPO_ROOT)
-    assert "metadata is verified with no error" in result.stdout + result.stderr
-    monai_bundle("verify_net_in_out", "network_def", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
-                 "--config_file", f"bundles/{bundle}/configs/train.json", "--n", "2", "--any", "1",
-                 "--device", "cpu", "--num_filters", "8", cwd=REPO_ROOT)
+    verify_bundle(bundle, "--num_filters", "8", n=2)
 
 
 def test_bundles_have_the_unet_keys_and_the_same_files():
