@@ -1,19 +1,18 @@
-"""Whole-volume inference: read a stack, predict slice by slice, write a probability TIFF."""
+"""Whole-stack inference: read, predict and write one slice at a time; safe loading of weights."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pickle
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from emseg.data.io import VolumeError, read_volume
+from emseg.data.stream import open_slices
 
 logger = logging.getLogger(__name__)
 
@@ -50,20 +49,19 @@ def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch
 
 
 def predict_slices(
-    volume: np.ndarray,
+    slices: Iterable[np.ndarray],
     network: torch.nn.Module,
     inferer: Callable,
     transform: Callable | None = None,
     postprocessing: Callable | None = None,
-    channel: int | None = 1,
     device: str | torch.device = "cpu",
 ) -> Iterator[np.ndarray]:
-    """Yield one float32 (H, W) map per slice of a (Z, H, W) volume: ``channel`` of the postprocessed output
-    (all channels, (C, H, W), when ``channel`` is None)."""
+    """Yield the postprocessed network output, float32 (C, H, W), for each (H, W) slice of ``slices``."""
     network.eval()
-    for index, image in enumerate(volume):
+    total = len(slices) if hasattr(slices, "__len__") else "?"
+    for index, image in enumerate(slices):
         start = time.perf_counter()
-        x = torch.as_tensor(image[None].astype(np.float32))
+        x = torch.as_tensor(np.asarray(image, dtype=np.float32)[None])
         if transform is not None:
             x = torch.as_tensor(transform(x))
         with torch.inference_mode():
@@ -71,90 +69,66 @@ def predict_slices(
             if isinstance(logits, (list, tuple)):  # deep supervision: the last head is the final output
                 logits = logits[-1]
             output = postprocessing(logits[0]) if postprocessing is not None else logits[0]
-        if channel is not None and not 0 <= channel < output.shape[0]:
+        logger.info("slice %d/%s predicted in %.2fs", index + 1, total, time.perf_counter() - start)
+        yield output.detach().float().cpu().numpy()
+
+
+OUTPUTS = ("probability", "mask", "probabilities")
+
+
+def _select(output: np.ndarray, kind: str, channel: int) -> np.ndarray:
+    if kind == "probability":
+        if not 0 <= channel < output.shape[0]:
             raise ValueError(f"channel {channel} requested but the network gives {output.shape[0]} channels")
-        logger.info("slice %d/%d predicted in %.2fs", index + 1, len(volume), time.perf_counter() - start)
-        selected = output if channel is None else output[channel]
-        yield selected.detach().float().cpu().numpy()
+        return output[channel]
+    if kind == "mask":
+        if output.shape[0] > 255:
+            raise ValueError(f"{output.shape[0]} classes do not fit a uint8 class map")
+        return output.argmax(0).astype(np.uint8)
+    return output
 
 
-def predict_volume(
+def segment_stack(
     network: torch.nn.Module,
     inferer: Callable,
     input_path: str | Path,
     output_path: str | Path,
-    input_key: str | None = None,
-    transform: Callable | None = None,
-    postprocessing: Callable | None = None,
+    output: str = "probability",
+    output_format: str = "tiff",
     channel: int = 1,
-    device: str | torch.device = "cpu",
-) -> Path:
-    """Predict every slice of ``input_path`` and write a float32 (Z, H, W) TIFF stack to ``output_path``.
-
-    Slices are written as they are predicted; the file appears under its final
-    name only once complete, so an interrupted run leaves no truncated output.
-    """
-    import tifffile
-
-    volume = read_volume(input_path, input_key)
-    output_path = Path(output_path)
-    if output_path.suffix.lower() not in (".tif", ".tiff"):
-        raise VolumeError(f"{output_path}: the probability stack is written as TIFF (.tif)")
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = output_path.with_name(output_path.name + ".part")
-    pages = predict_slices(volume, network, inferer, transform, postprocessing, channel, device)
-    try:
-        with tifffile.TiffWriter(partial, imagej=True) as tif:
-            tif.write(pages, shape=volume.shape, dtype=np.float32, metadata={"axes": "ZYX"})
-        os.replace(partial, output_path)
-    finally:
-        partial.unlink(missing_ok=True)
-    logger.info("wrote %s (%d slices, float32 probabilities of channel %d)", output_path, len(volume), channel)
-    return output_path
-
-
-@contextlib.contextmanager
-def atomic_tiff(path: str | Path) -> Iterator:
-    """A ``tifffile.TiffWriter`` on ``path.part`` that becomes ``path`` only when the block completes."""
-    import tifffile
-
-    path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        raise VolumeError(f"{path}: the stack is written as TIFF (.tif)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    try:
-        with tifffile.TiffWriter(partial) as tif:
-            yield tif
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def predict_classes(
-    network: torch.nn.Module,
-    inferer: Callable,
-    input_path: str | Path,
-    output_path: str | Path,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
     probabilities_path: str | Path | None = None,
     input_key: str | None = None,
     transform: Callable | None = None,
     postprocessing: Callable | None = None,
     device: str | torch.device = "cpu",
 ) -> Path:
-    """Predict every slice of ``input_path``; write the class-index map (argmax) as a uint8 (Z, H, W) TIFF
-    to ``output_path`` and, when ``probabilities_path`` is given, the per-class probabilities as a
-    float32 (Z, C, H, W) TIFF. Slices are written as they are predicted, each file atomically."""
-    volume = read_volume(input_path, input_key)
+    """Segment every slice of ``input_path`` (any format :func:`emseg.data.stream.open_slices` reads),
+    reading, predicting and writing one slice at a time.
+
+    Args:
+        output: ``probability`` (float32 map of ``channel``; for ISBI bundles 1 = interior, the submission
+            format), ``mask`` (uint8 class index of the argmax: binary 0/1 or multi-class) or
+            ``probabilities`` (float32 (Z, C, H, W), TIFF only).
+        output_format: ``tiff``, ``png`` (folder of slices, masks only) or ``nifti`` (``.nii`` with ``spacing``
+            (z, y, x), micrometres).
+        probabilities_path: also write every class's probability to this TIFF (Z, C, H, W).
+    """
+    from emseg.writers import stack_writer
+
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    dtype = "uint8" if output == "mask" else "float32"
+    if output_format == "png" and output != "mask":
+        raise ValueError("PNG slices hold masks: use output 'mask' with output_format 'png'")
     with contextlib.ExitStack() as stack:
-        labels = stack.enter_context(atomic_tiff(output_path))
-        probabilities = stack.enter_context(atomic_tiff(probabilities_path)) if probabilities_path else None
-        for output in predict_slices(volume, network, inferer, transform, postprocessing, None, device):
-            if output.shape[0] > 255:
-                raise ValueError(f"{output.shape[0]} classes do not fit a uint8 class map")
-            labels.write(output.argmax(0).astype(np.uint8), contiguous=True, metadata={"axes": "ZYX"})
-            if probabilities is not None:
-                probabilities.write(output.astype(np.float32), contiguous=True, metadata={"axes": "ZCYX"})
-    logger.info("wrote %s (%d slices, class indices)%s", output_path, len(volume),
+        source = stack.enter_context(open_slices(input_path, input_key))
+        main = stack.enter_context(stack_writer(output_format, output_path, dtype, source.shape, len(source), spacing))
+        channels = stack.enter_context(stack_writer("tiff", probabilities_path)) if probabilities_path else None
+        for result in predict_slices(source, network, inferer, transform, postprocessing, device):
+            main.write(_select(result, output, channel))
+            if channels is not None:
+                channels.write(result)
+    logger.info("wrote %s (%d slices, %s)%s", output_path, len(source), output,
                 f" and {probabilities_path} (per-class probabilities)" if probabilities_path else "")
     return Path(output_path)
