@@ -18,12 +18,14 @@ _SUBMODULES = (
     "losses",
     "metrics",
     "networks",
+    "packaging",
     "paths",
     "precision",
     "preview",
     "tracking",
     "transforms",
     "tta",
+    "writers",
 )
 
 

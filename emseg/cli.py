@@ -3,6 +3,8 @@
     emseg data download isbi2012 --root DIR
     emseg evaluate PRED GT [--output DIR]
     emseg augment preview --bundle bundles/unet --n 8 --out aug.png [--save DIR --count 1000]
+    emseg bundle pack bundles/unet [--output DIR] [--set features=[8,8,16,32,64,8]]
+    emseg bundle verify unet_v0.2.0.zip
 """
 
 from __future__ import annotations
@@ -48,6 +50,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.output:
         csv_path, json_path = scores.write(args.output)
         print(f"wrote {csv_path} and {json_path}")
+    return 0
+
+
+def _bundle_pack(args: argparse.Namespace) -> int:
+    import json
+
+    from emseg.packaging import pack_bundle
+
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    path = pack_bundle(args.bundle, args.output, weights=args.weights, overrides=overrides)
+    print(f"packed {args.bundle} into {path}")
+    return 0
+
+
+def _bundle_verify(args: argparse.Namespace) -> int:
+    from emseg.packaging import verify_bundle
+
+    meta = verify_bundle(args.zip)
+    print(f"{args.zip}: verified ({meta['name']} {meta['version']}): schema, checksums, network input/output")
     return 0
 
 
@@ -115,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--dataset-dir", default=None, help="data folder instead of the bundle's dataset_dir")
     preview.add_argument("--seed", type=int, default=0)
     preview.set_defaults(func=_augment_preview)
+
+    bundle = commands.add_parser("bundle", help="pack and verify bundles to share").add_subparsers(
+        dest="bundle_command", required=True)
+    pack = bundle.add_parser("pack", help="zip a trained bundle (TorchScript, checksums, MONAI-only inference)")
+    pack.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
+    pack.add_argument("--output", default=None, help="folder for NAME_vVERSION.zip (default: the project root)")
+    pack.add_argument("--weights", default=None, help="weights to pack (default: the bundle's models/model.pt)")
+    pack.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="config key the weights were trained with, e.g. features=[8,8,16,32,64,8] (repeatable)")
+    pack.set_defaults(func=_bundle_pack)
+    verify = bundle.add_parser("verify", help="check a packed bundle: schema, checksums, network input/output")
+    verify.add_argument("zip", help="NAME_vVERSION.zip")
+    verify.set_defaults(func=_bundle_verify)
     return parser
 
 

@@ -47,3 +47,29 @@ def project_root(bundle_root: str | Path) -> str:
     if bundle_root.parent.name == "bundles":
         return str(bundle_root.parent.parent)
     return str(bundle_root)
+
+
+def load_bundle_config(config_files, project: str | Path | None = None, overrides: dict | None = None):
+    """A MONAI ``ConfigParser`` of ``config_files`` (merged in order) with the shared-config references
+    (``%bundles/common/...``) resolved from the project root, wherever the caller runs.
+
+    ``project`` defaults to the project of the first file (``<project>/bundles/<name>/configs/x.json``);
+    ``overrides`` set top-level keys as ``--key value`` does on the bundle CLI.
+    """
+    from monai.bundle import ConfigParser
+
+    files = [str(Path(f).resolve()) for f in ([config_files] if isinstance(config_files, (str, Path)) else config_files)]
+    project = Path(project) if project else Path(files[0]).parents[3]
+    if len(files) == 1:  # as written, so that an overlay (keys like "validate#handlers") resolves on its own
+        parser = ConfigParser(ConfigParser.load_config_file(files[0]))
+    else:
+        parser = ConfigParser()
+        parser.read_config(files)
+    parser.update(overrides or {})
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        parser.resolve_macro_and_relative_ids()
+    finally:
+        os.chdir(cwd)
+    return parser

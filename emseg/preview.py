@@ -17,13 +17,11 @@ def augmented_pairs(bundle: str | Path, count: int, seed: int = 0, **overrides) 
     ``overrides`` replace top-level config keys (e.g. ``dataset_dir``, ``augmentation``).
     Labels are the class channel; images are as the network sees them (normalised).
     """
-    from monai.bundle import ConfigParser
+    from emseg.paths import load_bundle_config
     from monai.utils import set_determinism
 
     bundle = Path(bundle).resolve()
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "train.json"))
-    parser.update({"bundle_root": str(bundle), **overrides})
+    parser = load_bundle_config(bundle / "configs" / "train.json", overrides={"bundle_root": str(bundle), **overrides})
     set_determinism(seed)
     dataset = parser.get_parsed_content("train#dataset")
     produced = 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -40,16 +39,10 @@ def monai_run(config_files: list[Path], overrides: dict[str, str], extra: list[s
 
 def parameter_count(bundle: str) -> int:
     """Parameters of the network a bundle's train.json builds with its defaults."""
-    from monai.bundle import ConfigParser
+    from emseg.paths import load_bundle_config
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO_ROOT / "bundles" / bundle / "configs" / "train.json"))
-    cwd = os.getcwd()
-    os.chdir(REPO_ROOT)  # the configs' shared fragments are referenced from the repository root
-    try:
-        network = parser.get_parsed_content("network_def")
-    finally:
-        os.chdir(cwd)
+    network = load_bundle_config(REPO_ROOT / "bundles" / bundle / "configs" / "train.json").get_parsed_content(
+        "network_def")
     return sum(p.numel() for p in network.parameters())
 
 

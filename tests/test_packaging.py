@@ -1,0 +1,131 @@
+"""Packed bundles: layout, checksums, verification, and inference with MONAI alone in a fresh venv."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import REPO_ROOT, copy_bundles, monai_bundle, overrides, train_bundle
+
+from emseg.packaging import BundleError, pack_bundle, verify_bundle
+
+pytestmark = pytest.mark.slow
+
+FEATURES = "[8,8,16,32,64,8]"
+
+
+@pytest.fixture(scope="module")
+def trained_unet(tmp_path_factory, isbi_dir) -> Path:
+    """A temporary project with a tiny trained U-Net, its docs and licence (what packing needs)."""
+    project = copy_bundles(tmp_path_factory.mktemp("project"), ["unet"])
+    for extra in ("docs", "LICENSE"):
+        source = REPO_ROOT / "bundles" / "unet" / extra
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, project / "bundles" / "unet" / extra)
+    train_bundle(project, "unet", overrides(dataset_dir=str(isbi_dir), epochs="1", epoch_length="2", val_interval="1",
+                                            batch_size="2", crops_per_slice="2", patch_size="[64,64]",
+                                            features=FEATURES, download="False"))
+    return project
+
+
+@pytest.fixture(scope="module")
+def packed(trained_unet, tmp_path_factory) -> Path:
+    return pack_bundle(trained_unet / "bundles" / "unet", tmp_path_factory.mktemp("packed"),
+                       overrides={"features": json.loads(FEATURES)})
+
+
+def test_pack_has_the_bundle_layout_and_checksums(packed):
+    version = json.loads((REPO_ROOT / "bundles/unet/configs/metadata.json").read_text())["version"]
+    assert packed.name == f"unet_v{version}.zip"
+    names = set(zipfile.ZipFile(packed).namelist())
+    assert {"unet/configs/metadata.json", "unet/configs/inference.json", "unet/configs/train.json", "unet/LICENSE",
+            "unet/docs/README.md", "unet/models/model.pt", "unet/models/model.ts", "unet/large_files.json"} <= names
+    inference = json.loads(zipfile.ZipFile(packed).read("unet/configs/inference.json"))
+    assert not any("emseg" in json.dumps(v) for v in inference.values())  # MONAI, torch and tifffile only
+    assert "%" not in zipfile.ZipFile(packed).read("unet/configs/train.json").decode()[:1]
+    assert verify_bundle(packed)["version"] == version
+
+
+def test_verify_fails_on_a_tampered_weight_file(packed, tmp_path):
+    tampered = tmp_path / packed.name
+    with zipfile.ZipFile(packed) as source, zipfile.ZipFile(tampered, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "unet/models/model.pt":
+                data = data[:-8] + bytes(8)
+            target.writestr(item, data)
+    with pytest.raises(BundleError, match="unet/models/model.pt has sha256 .* the file was changed"):
+        verify_bundle(tampered)
+
+
+def test_verify_fails_when_metadata_lies_about_the_network(packed, tmp_path):
+    changed = tmp_path / packed.name
+    with zipfile.ZipFile(packed) as source, zipfile.ZipFile(changed, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "unet/configs/metadata.json":
+                meta = json.loads(data)
+                meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 3
+                data = json.dumps(meta).encode()
+            target.writestr(item, data)
+    with pytest.raises(BundleError, match="metadata.json says 3 channels"):
+        verify_bundle(changed)
+
+
+def test_cli_pack_and_verify(trained_unet, tmp_path):
+    from emseg.cli import main
+
+    assert main(["bundle", "pack", str(trained_unet / "bundles" / "unet"), "--output", str(tmp_path),
+                 "--set", f"features={FEATURES}"]) == 0
+    (zip_path,) = tmp_path.glob("unet_v*.zip")
+    assert main(["bundle", "verify", str(zip_path)]) == 0
+    assert main(["bundle", "verify", str(tmp_path / "missing.zip")]) == 1
+
+
+def test_ckpt_export_works_on_the_bundle(trained_unet, tmp_path):
+    target = tmp_path / "model.ts"
+    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file", "bundles/unet/models/model.pt",
+                 "--meta_file", "bundles/unet/configs/metadata.json", "--config_file", "bundles/unet/configs/inference.json",
+                 "--use_trace", "True", "--input_shape", "[1,1,64,64]", "--features", FEATURES, cwd=trained_unet)
+    import torch
+
+    extra = {"metadata.json": "", "inference.json": ""}
+    torch.jit.load(str(target), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["version"] and "network_def" in json.loads(extra["inference.json"])
+
+
+@pytest.mark.venv
+def test_packed_bundle_runs_with_monai_alone(packed, trained_unet, isbi_dir, tmp_path):
+    """Unzip, make a venv with only monai (and fire, for its CLI), torch and tifffile, run the packed inference;
+    compare with emseg's own inference."""
+    with zipfile.ZipFile(packed) as archive:
+        archive.extractall(tmp_path)
+    slices = tmp_path / "slices.tif"
+    tifffile.imwrite(slices, tifffile.imread(isbi_dir / "test-volume.tif")[:3])
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "torch==2.13.0", "monai[fire]", "tifffile"],
+                             capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    run = subprocess.run([str(python), "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+                          "--input_path", str(slices), "--output_path", str(tmp_path / "packed.tif")],
+                         cwd=tmp_path / "unet", env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    probe = subprocess.run([str(python), "-c", "import emseg"], cwd=tmp_path, capture_output=True, env=env)
+    assert probe.returncode != 0  # the venv really has no emseg
+    monai_bundle("run", "--config_file", "bundles/unet/configs/inference.json", "--amp", "False",
+                 "--channels_last", "False", *overrides(input_path=str(slices), output_path=str(tmp_path / "repo.tif"),
+                                                         features=FEATURES), cwd=trained_unet)
+    packed_output, repo_output = tifffile.imread(tmp_path / "packed.tif"), tifffile.imread(tmp_path / "repo.tif")
+    assert packed_output.shape == (3, 512, 512) and packed_output.dtype == np.float32
+    np.testing.assert_allclose(packed_output, repo_output, atol=1e-4)
