@@ -115,3 +115,11 @@ def test_segment_stack_writes_masks_as_png_and_nifti(tmp_path, inputs, stack):
     np.testing.assert_array_equal(read_volume(tmp_path / "m.nii"), expected)
     with pytest.raises(ValueError, match="PNG slices hold masks"):
         segment_stack(Pointwise(), AutocastInferer(amp=False), inputs["tiff"], tmp_path / "p", output_format="png")
+
+
+def test_tiff_with_all_slices_in_one_page_reads_alike(tmp_path, stack):
+    path = tmp_path / "samples.tif"
+    tifffile.imwrite(path, stack)  # tifffile stores a (3, H, W) array as one page of 3 samples
+    with open_slices(path) as source:
+        assert len(source) == 3
+        np.testing.assert_array_equal(np.stack(list(source)), stack)

@@ -65,11 +65,19 @@ def _tiff_source(path: Path) -> SliceSource:
         tif.close()
         raise VolumeError(f"{path}: expected a (Z, H, W) grey stack, got shape {shape} ({series.axes})")
 
+    pages = series.pages
+    one_page_per_slice = len(pages) == count and all(p is not None for p in pages)
+    whole: list[np.ndarray] = []  # files that keep all slices in one page (samples) are read once
+
     def read(index: int) -> np.ndarray:
         try:
-            return series.asarray(key=index) if count > 1 else series.asarray()
+            if one_page_per_slice:
+                return pages[index].asarray()
+            if not whole:
+                whole.append(series.asarray().reshape(count, *plane))
+            return whole[0][index]
         except Exception as err:
-            raise VolumeError(f"{path}: page {index} cannot be read ({err})") from err
+            raise VolumeError(f"{path}: slice {index} cannot be read ({err})") from err
 
     return SliceSource(path, count, plane, read, tif.close)
 
