@@ -138,3 +138,16 @@ def test_missing_dataset_dir_stops_with_one_clear_message(project, tmp_path):
     output = result.stdout + result.stderr
     assert f"ISBI 2012 data not found: {missing} lacks train-volume.tif, train-labels.tif" in output
     assert f"emseg data download isbi2012 --root {missing}" in output
+
+
+def test_ckpt_export_to_torchscript(trained, tmp_path):
+    project, name = trained
+    target = tmp_path / "model.ts"
+    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file", f"bundles/{name}/models/model.pt",
+                 "--meta_file", f"bundles/{name}/configs/metadata.json", "--config_file",
+                 f"bundles/{name}/configs/inference.json", "--use_trace", "True", "--input_shape", "[1,1,64,64]",
+                 *overrides(**NETWORKS[name]), cwd=project)
+    import torch
+
+    traced = torch.jit.load(str(target))
+    assert traced(torch.zeros(1, 1, 64, 64)).shape == (1, 2, 64, 64)

@@ -110,3 +110,13 @@ def test_ternausnet_trains_on_isbi_with_the_documented_override(project, isbi_di
     (run,) = [r for r in runs if r.info.run_name == "isbi-run"]
     assert run.info.status == "FINISHED" and run.data.params["classes"] == "membrane,interior"
     assert {"val_dice_interior", "val_mean_dice"} <= set(run.data.metrics)
+
+
+def test_ckpt_export_to_torchscript(trained, tmp_path):
+    project, name = trained
+    target = tmp_path / "model.ts"
+    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file", f"bundles/{name}/models/model.pt",
+                 "--meta_file", f"bundles/{name}/configs/metadata.json", "--config_file",
+                 f"bundles/{name}/configs/inference.json", "--use_trace", "True", "--input_shape", "[1,1,256,256]",
+                 "--num_filters", "8", cwd=project)
+    assert target.is_file()
