@@ -105,3 +105,13 @@ def train_bundle(project: Path, bundle: str, args: list[str]) -> tuple[Path, str
     """Run the ``training`` workflow of ``bundle`` in ``project``; return both."""
     monai_bundle("run", "training", "--config_file", f"bundles/{bundle}/configs/train.json", *args, cwd=project)
     return project, bundle
+
+
+def export_bundle(project: Path, bundle: str, patch: int, *network_args: str) -> Path:
+    """MONAI's ckpt_export of ``bundle``'s trained weights to TorchScript (traced at one patch)."""
+    target = project / f"{bundle}.ts"
+    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file",
+                 f"bundles/{bundle}/models/model.pt", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
+                 "--config_file", f"bundles/{bundle}/configs/inference.json", "--use_trace", "True",
+                 "--input_shape", f"[1,1,{patch},{patch}]", *network_args, cwd=project)
+    return target

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import REPO_ROOT, copy_bundles, mlflow_runs, monai_bundle, overrides, train_bundle, verify_bundle
+from conftest import REPO_ROOT, copy_bundles, export_bundle, mlflow_runs, monai_bundle, overrides, train_bundle, verify_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -140,14 +140,9 @@ def test_missing_dataset_dir_stops_with_one_clear_message(project, tmp_path):
     assert f"emseg data download isbi2012 --root {missing}" in output
 
 
-def test_ckpt_export_to_torchscript(trained, tmp_path):
-    project, name = trained
-    target = tmp_path / "model.ts"
-    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file", f"bundles/{name}/models/model.pt",
-                 "--meta_file", f"bundles/{name}/configs/metadata.json", "--config_file",
-                 f"bundles/{name}/configs/inference.json", "--use_trace", "True", "--input_shape", "[1,1,64,64]",
-                 *overrides(**NETWORKS[name]), cwd=project)
+def test_ckpt_export_to_torchscript(trained):
     import torch
 
-    traced = torch.jit.load(str(target))
+    project, name = trained
+    traced = torch.jit.load(str(export_bundle(project, name, 64, *overrides(**NETWORKS[name]))))
     assert traced(torch.zeros(1, 1, 64, 64)).shape == (1, 2, 64, 64)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import REPO_ROOT, copy_bundles, mlflow_runs, monai_bundle, overrides, train_bundle, verify_bundle
+from conftest import REPO_ROOT, copy_bundles, export_bundle, mlflow_runs, monai_bundle, overrides, train_bundle, verify_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -112,11 +112,6 @@ def test_ternausnet_trains_on_isbi_with_the_documented_override(project, isbi_di
     assert {"val_dice_interior", "val_mean_dice"} <= set(run.data.metrics)
 
 
-def test_ckpt_export_to_torchscript(trained, tmp_path):
+def test_ckpt_export_to_torchscript(trained):
     project, name = trained
-    target = tmp_path / "model.ts"
-    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file", f"bundles/{name}/models/model.pt",
-                 "--meta_file", f"bundles/{name}/configs/metadata.json", "--config_file",
-                 f"bundles/{name}/configs/inference.json", "--use_trace", "True", "--input_shape", "[1,1,256,256]",
-                 "--num_filters", "8", cwd=project)
-    assert target.is_file()
+    assert export_bundle(project, name, 256, "--num_filters", "8").is_file()

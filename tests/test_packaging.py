@@ -90,18 +90,6 @@ def test_cli_pack_and_verify(trained_unet, tmp_path):
     assert main(["bundle", "verify", str(tmp_path / "missing.zip")]) == 1
 
 
-def test_ckpt_export_works_on_the_bundle(trained_unet, tmp_path):
-    target = tmp_path / "model.ts"
-    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file", "bundles/unet/models/model.pt",
-                 "--meta_file", "bundles/unet/configs/metadata.json", "--config_file", "bundles/unet/configs/inference.json",
-                 "--use_trace", "True", "--input_shape", "[1,1,64,64]", "--features", FEATURES, cwd=trained_unet)
-    import torch
-
-    extra = {"metadata.json": "", "inference.json": ""}
-    torch.jit.load(str(target), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["version"] and "network_def" in json.loads(extra["inference.json"])
-
-
 @pytest.mark.venv
 def test_packed_bundle_runs_with_monai_alone(packed, trained_unet, isbi_dir, tmp_path):
     """Unzip, make a venv with only monai (and fire, for its CLI), torch and tifffile, run the packed inference;
