@@ -54,28 +54,29 @@ def test_pack_has_the_bundle_layout_and_checksums(packed):
     assert verify_bundle(packed)["version"] == version
 
 
-def test_verify_fails_on_a_tampered_weight_file(packed, tmp_path):
-    tampered = tmp_path / packed.name
-    with zipfile.ZipFile(packed) as source, zipfile.ZipFile(tampered, "w") as target:
+def rewritten(packed: Path, folder: Path, member: str, change) -> Path:
+    """A copy of the zip ``packed`` in ``folder`` with ``change`` applied to the bytes of ``member``."""
+    copy = folder / packed.name
+    with zipfile.ZipFile(packed) as source, zipfile.ZipFile(copy, "w") as target:
         for item in source.infolist():
             data = source.read(item)
-            if item.filename == "unet/models/model.pt":
-                data = data[:-8] + bytes(8)
-            target.writestr(item, data)
+            target.writestr(item, change(data) if item.filename == member else data)
+    return copy
+
+
+def test_verify_fails_on_a_tampered_weight_file(packed, tmp_path):
+    tampered = rewritten(packed, tmp_path, "unet/models/model.pt", lambda data: data[:-8] + bytes(8))
     with pytest.raises(BundleError, match="unet/models/model.pt has sha256 .* the file was changed"):
         verify_bundle(tampered)
 
 
 def test_verify_fails_when_metadata_lies_about_the_network(packed, tmp_path):
-    changed = tmp_path / packed.name
-    with zipfile.ZipFile(packed) as source, zipfile.ZipFile(changed, "w") as target:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename == "unet/configs/metadata.json":
-                meta = json.loads(data)
-                meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 3
-                data = json.dumps(meta).encode()
-            target.writestr(item, data)
+    def three_channels(data: bytes) -> bytes:
+        meta = json.loads(data)
+        meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 3
+        return json.dumps(meta).encode()
+
+    changed = rewritten(packed, tmp_path, "unet/configs/metadata.json", three_channels)
     with pytest.raises(BundleError, match="metadata.json says 3 channels"):
         verify_bundle(changed)
 
