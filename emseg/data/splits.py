@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,3 @@ def resolve_split(split: Mapping, n: int, source: str | Path) -> dict[str, list[
         return check_split(split_by_fractions(n, split["fractions"], split.get("seed", 0)), n, source)
     return check_split(split, n, source)
 
-
-def subset(items: Sequence[dict], indices: Sequence[int]) -> list[dict]:
-    """The items at ``indices``."""
-    return [items[i] for i in indices]
