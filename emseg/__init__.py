@@ -1,7 +1,21 @@
 """emseg: MONAI bundles and shared code for electron-microscopy segmentation.
 
-Submodules load on first use (``emseg.data``, ``emseg.tracking``, ...), so bundle
-configs need only ``"$import emseg"``.
+Submodules load on first use (``emseg.data``, ``emseg.engine``, ...), so bundle
+configs need only ``"$import emseg"``. The layout, one concept per package:
+
+| module | what |
+|---|---|
+| ``io`` | readers and writers of volumes, one per format, by registry |
+| ``data`` | data sets by name, splits, tiling, downloads |
+| ``transforms`` | EM augmentation presets and border weights on MONAI dict transforms |
+| ``networks`` | architectures MONAI lacks and weight loading |
+| ``losses`` | losses by name |
+| ``engine`` | mixed precision, test-time augmentation, Ignite handlers, MLflow tracking |
+| ``evaluation`` | challenge and per-class scores, validation metrics, the evaluation report |
+| ``inference`` | whole-stack streaming inference |
+| ``bundle`` | bundle paths, rendering configs from the template, packing and verifying, previews |
+| ``visualize`` | overlays and contrast stretching for pictures |
+| ``cli`` | the ``emseg`` command |
 """
 
 import importlib
@@ -9,23 +23,17 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "class_evaluation",
+    "bundle",
     "cli",
     "data",
+    "engine",
     "evaluation",
-    "handlers",
     "inference",
+    "io",
     "losses",
-    "metrics",
     "networks",
-    "packaging",
-    "paths",
-    "precision",
-    "preview",
-    "tracking",
     "transforms",
-    "tta",
-    "writers",
+    "visualize",
 )
 
 

@@ -3,6 +3,7 @@
     emseg data download isbi2012 --root DIR
     emseg evaluate PRED GT [--output DIR]
     emseg augment preview --bundle bundles/unet --n 8 --out aug.png [--save DIR --count 1000]
+    emseg bundle render [bundles/unet ...] [--check]
     emseg bundle pack bundles/unet [--output DIR] [--set features=[8,8,16,32,64,8]]
     emseg bundle verify unet_v0.2.0.zip
 """
@@ -19,7 +20,7 @@ DATASETS = ("isbi2012",)
 
 
 def _download(args: argparse.Namespace) -> int:
-    from emseg.data.download import ISBI2012_URL, download_isbi2012
+    from emseg.data.isbi2012 import ISBI2012_URL, download_isbi2012
 
     sha256 = None if args.sha256.lower() == "none" else args.sha256
     image, label = download_isbi2012(args.root, url=args.url or ISBI2012_URL, sha256=sha256 or None,
@@ -29,9 +30,12 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from emseg.data.datalist import binary_label
-    from emseg.data.io import VolumeError, read_volume
+    from emseg.data.isbi2012 import CLASS_NAMES, INTERIOR_CLASS
     from emseg.evaluation import score_stack
+    from emseg.io import VolumeError, read_volume
 
     prediction = read_volume(args.prediction, args.prediction_key)
     label = read_volume(args.label, args.label_key)
@@ -45,7 +49,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     truth = binary_label(label, args.label, foreground=int(label.max()) or 1)
     if args.invert:
         prediction = 1.0 - prediction
-    scores = score_stack(list(prediction), list(truth), [f"slice_{i:03d}" for i in range(len(truth))])
+    probabilities = [np.stack([1.0 - p, p]) for p in prediction]  # (membrane, interior) per slice
+    scores = score_stack(probabilities, list(truth), CLASS_NAMES, INTERIOR_CLASS,
+                         [f"slice_{i:03d}" for i in range(len(truth))])
     print(scores.table())
     if args.output:
         csv_path, json_path = scores.write(args.output)
@@ -56,7 +62,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _bundle_pack(args: argparse.Namespace) -> int:
     import json
 
-    from emseg.packaging import pack_bundle
+    from emseg.bundle.pack import pack_bundle
 
     overrides = {}
     for item in args.set or []:
@@ -71,17 +77,38 @@ def _bundle_pack(args: argparse.Namespace) -> int:
 
 
 def _bundle_verify(args: argparse.Namespace) -> int:
-    from emseg.packaging import verify_bundle
+    from emseg.bundle.pack import verify_bundle
 
     meta = verify_bundle(args.zip)
     print(f"{args.zip}: verified ({meta['name']} {meta['version']}): schema, checksums, network input/output")
     return 0
 
 
+def _bundle_render(args: argparse.Namespace) -> int:
+    from emseg.bundle.render import find_bundles, render_bundle, stale_files
+
+    bundles = [Path(b) for b in args.bundles] or find_bundles()
+    if not bundles:
+        raise ValueError("no bundle folder with a recipe.json under ./bundles; name the bundle folders to render")
+    if args.check:
+        stale = [path for bundle in bundles for path in stale_files(bundle)]
+        for path in stale:
+            print(f"{path}: differs from what 'emseg bundle render' writes")
+        if stale:
+            print(f"{len(stale)} config files are stale: run 'emseg bundle render' and commit them", file=sys.stderr)
+            return 1
+        print(f"{len(bundles)} bundles: configs match their recipe and the template")
+        return 0
+    for bundle in bundles:
+        changed = render_bundle(bundle)
+        print(f"{bundle}: {', '.join(p.name for p in changed) + ' rewritten' if changed else 'up to date'}")
+    return 0
+
+
 def _augment_preview(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from emseg.preview import augmented_pairs, preview_grid, save_pairs
+    from emseg.bundle.preview import augmented_pairs, preview_grid, save_pairs
 
     if not args.out and not args.save:
         raise ValueError("give --out PNG for a preview grid and/or --save DIR to write augmented pairs")
@@ -104,7 +131,7 @@ def _augment_preview(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``emseg`` command."""
     from emseg import __version__
-    from emseg.data.download import ISBI2012_SHA256
+    from emseg.data.isbi2012 import ISBI2012_SHA256
 
     parser = argparse.ArgumentParser(prog="emseg", description="EM segmentation with MONAI bundles")
     parser.add_argument("--version", action="version", version=f"emseg {__version__}")
@@ -143,8 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--seed", type=int, default=0)
     preview.set_defaults(func=_augment_preview)
 
-    bundle = commands.add_parser("bundle", help="pack and verify bundles to share").add_subparsers(
+    bundle = commands.add_parser("bundle", help="render, pack and verify bundles").add_subparsers(
         dest="bundle_command", required=True)
+    render = bundle.add_parser("render", help="write bundles' configs from the shared template and their recipe.json")
+    render.add_argument("bundles", nargs="*", help="bundle folders (default: every bundles/*/recipe.json)")
+    render.add_argument("--check", action="store_true", help="write nothing; exit 1 if a config is stale")
+    render.set_defaults(func=_bundle_render)
     pack = bundle.add_parser("pack", help="zip a trained bundle (TorchScript, checksums, MONAI-only inference)")
     pack.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
     pack.add_argument("--output", default=None, help="folder for NAME_vVERSION.zip (default: the project root)")

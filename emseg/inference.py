@@ -1,10 +1,9 @@
-"""Whole-stack inference: read, predict and write one slice at a time; safe loading of weights."""
+"""Whole-stack inference: read, predict and write one slice at a time."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -12,40 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emseg.data.stream import open_slices
+from emseg.io import open_slices, stack_writer
 
 logger = logging.getLogger(__name__)
-
-
-def load_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """Load network weights from ``path`` without executing pickled code.
-
-    Accepts a plain state dict (``models/model.pt``) or a training checkpoint with
-    a ``model`` entry. A file that needs arbitrary code to load is refused.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint; train the bundle first or set ckpt_path")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path}: refused, the checkpoint holds objects other than tensors ({err})") from err
-    except RuntimeError as err:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return state
-
-
-def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """``network`` with the weights from ``path`` loaded (strictly) and switched to eval mode."""
-    try:
-        network.load_state_dict(load_state_dict(path, device))
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the network in the config ({err})") from err
-    return network.eval()
 
 
 def predict_slices(
@@ -88,6 +56,12 @@ def _select(output: np.ndarray, kind: str, channel: int) -> np.ndarray:
     return output
 
 
+def default_output_path(bundle_root: str | Path, output: str, output_format: str) -> str:
+    """``<bundle_root>/eval/<output>.tif`` (``.nii.gz`` for NIfTI, a folder for PNG slices)."""
+    extension = {"tiff": ".tif", "nifti": ".nii.gz", "png": ""}.get(output_format, "")
+    return str(Path(bundle_root) / "eval" / f"{output}{extension}")
+
+
 def segment_stack(
     network: torch.nn.Module,
     inferer: Callable,
@@ -103,19 +77,17 @@ def segment_stack(
     postprocessing: Callable | None = None,
     device: str | torch.device = "cpu",
 ) -> Path:
-    """Segment every slice of ``input_path`` (any format :func:`emseg.data.stream.open_slices` reads),
+    """Segment every slice of ``input_path`` (any format :func:`emseg.io.open_slices` reads),
     reading, predicting and writing one slice at a time.
 
     Args:
         output: ``probability`` (float32 map of ``channel``; for ISBI bundles 1 = interior, the submission
             format), ``mask`` (uint8 class index of the argmax: binary 0/1 or multi-class) or
             ``probabilities`` (float32 (Z, C, H, W), TIFF only).
-        output_format: ``tiff``, ``png`` (folder of slices, masks only) or ``nifti`` (``.nii`` with ``spacing``
-            (z, y, x), micrometres).
+        output_format: ``tiff``, ``png`` (folder of slices, masks only) or ``nifti`` (``.nii``/``.nii.gz`` with
+            ``spacing`` (z, y, x), micrometres).
         probabilities_path: also write every class's probability to this TIFF (Z, C, H, W).
     """
-    from emseg.writers import stack_writer
-
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     dtype = "uint8" if output == "mask" else "float32"

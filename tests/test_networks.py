@@ -23,7 +23,7 @@ def builders():
     return {
         "unetpp": lambda: UNetPlusPlus(features=SMALL_UNETPP, norm="batch"),
         "cenet": lambda: CENet(in_channels=1, out_channels=2),
-        "encdec": lambda: EncoderDecoder(widths=(8, 16, 32, 64)),
+        "encdec": lambda: EncoderDecoder(features=(8, 16, 32, 64)),
         "ternausnet11": lambda: TernausNet11(num_filters=8),
         "ternausnet16": lambda: TernausNet16(num_filters=8),
     }

@@ -1,20 +1,25 @@
-"""Data I/O, datalists and data set definitions."""
+"""Data sets by name (ISBI 2012, EPFL hippocampus, a lab's folders), splits, tiling, downloads."""
 
 from emseg.data.class_masks import class_index_map, class_mask_datalist
-from emseg.data.datalist import binary_label, check_pair, check_split, slice_datalist
-from emseg.data.io import VolumeError, read_volume, write_nifti, write_slice_folder, write_tiff
-from emseg.data.datasets import DATASETS, dataset_class_names, dataset_datalist, ensure_dataset
-from emseg.data.epfl import EPFL_CLASSES, EPFL_PRIORITY, class_names, epfl_datalist
-from emseg.data.isbi2012 import DatasetNotFoundError, ensure_isbi2012, isbi2012_datalist, load_isbi2012
-from emseg.data.splits import resolve_split, split_by_fractions
+from emseg.data.datalist import DatasetNotFoundError, binary_label, check_pair, slice_datalist
+from emseg.data.datasets import (
+    DATASETS,
+    class_names,
+    datalist,
+    dataset_classes,
+    default_dataset_dir,
+    ensure_dataset,
+    get_dataset,
+    interior_class,
+    test_images,
+    voxel_spacing,
+)
+from emseg.data.splits import check_split, resolve_split, split_by_fractions
 from emseg.data.tiling import cut_grid, stitch_grid, tile_datalist
 
 __all__ = [
     "DATASETS",
-    "EPFL_CLASSES",
-    "EPFL_PRIORITY",
     "DatasetNotFoundError",
-    "VolumeError",
     "binary_label",
     "check_pair",
     "check_split",
@@ -22,20 +27,17 @@ __all__ = [
     "class_mask_datalist",
     "class_names",
     "cut_grid",
-    "dataset_class_names",
-    "dataset_datalist",
+    "datalist",
+    "dataset_classes",
+    "default_dataset_dir",
     "ensure_dataset",
-    "epfl_datalist",
-    "ensure_isbi2012",
-    "isbi2012_datalist",
-    "load_isbi2012",
-    "read_volume",
+    "get_dataset",
+    "interior_class",
     "resolve_split",
-    "split_by_fractions",
     "slice_datalist",
+    "split_by_fractions",
     "stitch_grid",
+    "test_images",
     "tile_datalist",
-    "write_nifti",
-    "write_slice_folder",
-    "write_tiff",
+    "voxel_spacing",
 ]

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from emseg.data.io import VolumeError, list_slice_files, read_volume
+from emseg.io import VolumeError, list_slice_files, read_image
 
 DEFAULT_THRESHOLD = 128
 
 
 def read_mask(path: str | Path, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
     """Boolean (H, W) mask from a grey (or grey+alpha) image: value >= ``threshold``."""
-    return read_volume(path)[0] >= threshold
+    return read_image(Path(path)) >= threshold
 
 
 def class_index_map(masks: Mapping[str, np.ndarray], classes: Sequence[str], priority: Sequence[str]) -> np.ndarray:
@@ -84,7 +84,7 @@ def class_mask_datalist(
     items = []
     for index in range(len(files)) if indices is None else indices:
         image_file = files[index]
-        image = read_volume(image_file)[0]
+        image = read_image(image_file)
         masks = {}
         for cls, folders in classes.items():
             mask = np.zeros(image.shape, dtype=bool)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable
 
 import numpy as np
 
-from emseg.data.io import VolumeError
+from emseg.io import VolumeError
 
-SPLIT_NAMES = ("train", "validation", "test")
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data set's files are not in the dataset folder and could not be downloaded."""
 
 
 def check_pair(image: np.ndarray, label: np.ndarray, image_path: str | Path, label_path: str | Path) -> None:
@@ -35,27 +37,6 @@ def binary_label(label: np.ndarray, path: str | Path, foreground: int = 255) -> 
             f"{' ...' if len(unexpected) > 5 else ''}"
         )
     return (label > 0).astype(np.uint8)
-
-
-def check_split(split: Mapping[str, Sequence[int]], num_slices: int, source: str | Path) -> dict[str, list[int]]:
-    """Validate a {train, validation, test} -> slice indices mapping against ``num_slices``.
-
-    Indices must lie in the volume and the three parts must not overlap, so that
-    test slices are never used for training or model selection.
-    """
-    unknown = set(split) - set(SPLIT_NAMES)
-    if unknown:
-        raise ValueError(f"split has unknown parts {sorted(unknown)}; expected {SPLIT_NAMES}")
-    parts = {name: [int(i) for i in split.get(name, [])] for name in SPLIT_NAMES}
-    seen: dict[int, str] = {}
-    for name, indices in parts.items():
-        for index in indices:
-            if not 0 <= index < num_slices:
-                raise ValueError(f"split '{name}' names slice {index} but {source} has {num_slices} slices")
-            if index in seen:
-                raise ValueError(f"slice {index} is in both '{seen[index]}' and '{name}' splits")
-            seen[index] = name
-    return parts
 
 
 def slice_datalist(

@@ -1,61 +1,160 @@
-"""Data sets by name, so that one bundle config can switch between them with ``--dataset``.
+"""Data sets by name: one function gives the datalist of any of them, so one bundle config runs each.
 
-``isbi2012``: binary, label 0 membrane, 1 cell interior. ``epfl``: the EPFL hippocampus
-classes (or any classes given as mask folders, see :mod:`emseg.data.epfl`).
+| name | layout | classes (label values 0, 1, ...) |
+|---|---|---|
+| ``isbi2012`` | ``train-volume.tif``, ``train-labels.tif`` (downloaded if missing) | membrane, interior |
+| ``epfl`` | ``train/`` and ``test/``, each ``slices/`` plus one mask folder per structure | background, membranes, mitochondria, vesicles, PSD, axon |
+| ``folders`` | a lab's own: ``images/`` plus one mask folder per class named in ``classes`` | background, then ``classes`` |
+
+Binary membrane segmentation is the two-class case of the same pipeline: a data set whose
+task is cell interior vs membrane names its ``interior_class`` (ISBI: 1), and evaluation adds
+the ISBI challenge scores for it; per-class Dice and IoU are computed for every data set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from emseg.data import epfl, isbi2012
+from emseg.data.class_masks import DEFAULT_THRESHOLD, class_mask_datalist
+from emseg.data.datalist import DatasetNotFoundError
+from emseg.data.splits import resolve_split
+from emseg.data.tiling import tile_datalist
+from emseg.io import list_slice_files
 
-from emseg.data.class_masks import DEFAULT_THRESHOLD
-from emseg.data.epfl import EPFL_CLASSES, EPFL_PRIORITY, EPFL_SPLIT, _folder, class_names, epfl_datalist
-from emseg.data.isbi2012 import DEFAULT_SPLIT, ensure_isbi2012, isbi2012_datalist
-
-DATASETS = ("isbi2012", "epfl")
-ISBI_CLASS_NAMES = ["membrane", "interior"]
-
-
-def _check(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+FOLDERS_IMAGES = "images"
+FOLDERS_SPLIT = {"fractions": {"train": 0.7, "validation": 0.15, "test": 0.15}, "seed": 0}
 
 
-def dataset_class_names(dataset: str, classes: Mapping[str, Sequence[str]] = EPFL_CLASSES) -> list[str]:
-    """Names of the label values 0, 1, ... of ``dataset``."""
-    _check(dataset)
-    return list(ISBI_CLASS_NAMES) if dataset == "isbi2012" else class_names(classes)
+@dataclass(frozen=True)
+class Dataset:
+    """What emseg knows about a data set: its folder under ``<project>/data``, classes, task and loaders."""
+
+    name: str
+    folder: str
+    default_classes: Mapping[str, Sequence[str]] | None  # class name -> mask folders; None: fixed classes
+    fixed_class_names: Sequence[str] | None  # for data sets whose labels are not built from mask folders
+    interior_class: int | None  # the cell-interior class of a membrane task (challenge scores), else None
+    spacing: tuple[float, float, float]  # voxel size (z, y, x) in micrometres
+    ensure: Callable[[Path, bool], Path]
+    items: Callable[..., list[dict]]  # (dataset_dir, part, split, classes, priority, threshold, download)
+    test_images: Callable[[Path], Path]
+
+
+def _isbi_items(dataset_dir, part, split, classes, priority, threshold, download):
+    return isbi2012.isbi2012_datalist(dataset_dir, part, split or isbi2012.DEFAULT_SPLIT, download)
+
+
+def _epfl_ensure(dataset_dir: Path, download: bool) -> Path:
+    for part in ("train", "test"):
+        epfl.part_folder(dataset_dir, part)
+    return dataset_dir
+
+
+def _epfl_items(dataset_dir, part, split, classes, priority, threshold, download):
+    if priority is None and classes == epfl.EPFL_CLASSES:
+        priority = epfl.EPFL_PRIORITY
+    return epfl.epfl_datalist(dataset_dir, part, split or epfl.EPFL_SPLIT, classes, priority, threshold)
+
+
+def _folders_ensure(dataset_dir: Path, download: bool) -> Path:
+    images = dataset_dir / FOLDERS_IMAGES
+    if not images.is_dir() or not list_slice_files(images):
+        raise DatasetNotFoundError(f"{images}: missing or empty; the 'folders' data set needs {dataset_dir}/"
+                                   f"{FOLDERS_IMAGES}/ and one mask folder per class (--dataset_dir, --classes)")
+    return dataset_dir
+
+
+def _folders_items(dataset_dir, part, split, classes, priority, threshold, download):
+    images = _folders_ensure(Path(dataset_dir), download) / FOLDERS_IMAGES
+    indices = resolve_split(split or FOLDERS_SPLIT, len(list_slice_files(images)), images)[part]
+    return class_mask_datalist(dataset_dir, classes, FOLDERS_IMAGES, priority, threshold, indices)
+
+
+DATASETS: dict[str, Dataset] = {
+    "isbi2012": Dataset("isbi2012", "isbi2012", None, isbi2012.CLASS_NAMES, isbi2012.INTERIOR_CLASS,
+                        (0.05, 0.004, 0.004), isbi2012.ensure_isbi2012, _isbi_items, lambda d: d / isbi2012.TEST_IMAGE_FILE),
+    "epfl": Dataset("epfl", "epfl-hippocampus-multiclass", epfl.EPFL_CLASSES, None, None, (0.005, 0.005, 0.005),
+                    _epfl_ensure, _epfl_items,
+                    lambda d: d / "test" / epfl.IMAGE_FOLDER),
+    "folders": Dataset("folders", "folders", None, None, None, (1.0, 1.0, 1.0), _folders_ensure, _folders_items,
+                       lambda d: d / FOLDERS_IMAGES),
+}
+
+
+def get_dataset(name: str) -> Dataset:
+    """The :class:`Dataset` called ``name``; a clear error for an unknown name."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_classes(dataset: str, classes: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """Class name -> mask folders of ``dataset`` (``classes`` given, else the data set's default)."""
+    spec = get_dataset(dataset)
+    chosen = classes if classes is not None else spec.default_classes
+    if chosen is None:
+        if spec.fixed_class_names is not None:
+            return {}
+        raise ValueError(f"dataset {dataset!r} needs its classes: set classes to {{class name: [mask folders]}}, e.g. "
+                         "--classes \"{'mitochondria': ['mito_masks']}\"")
+    return {name: [folders] if isinstance(folders, str) else list(folders) for name, folders in chosen.items()}
+
+
+def class_names(dataset: str, classes: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Names of the label values 0, 1, ... of ``dataset``: its fixed classes, or background then ``classes``."""
+    spec = get_dataset(dataset)
+    if spec.fixed_class_names is not None:
+        return list(spec.fixed_class_names)
+    return ["background", *dataset_classes(dataset, classes)]
+
+
+def interior_class(dataset: str) -> int | None:
+    """The cell-interior class index of a membrane task (ISBI: 1), None for other data sets."""
+    return get_dataset(dataset).interior_class
+
+
+def voxel_spacing(dataset: str) -> list[float]:
+    """Voxel size (z, y, x) in micrometres of ``dataset`` (ISBI: 0.05, 0.004, 0.004; EPFL: 5 nm isotropic)."""
+    return list(get_dataset(dataset).spacing)
+
+
+def default_dataset_dir(dataset: str, project_root: str | Path) -> str:
+    """``<project_root>/data/<folder of the data set>``."""
+    return str(Path(project_root) / "data" / get_dataset(dataset).folder)
+
+
+def test_images(dataset: str, dataset_dir: str | Path) -> str:
+    """The unlabelled (or test) images of ``dataset``: the default input of a bundle's inference."""
+    return str(get_dataset(dataset).test_images(Path(dataset_dir)))
 
 
 def ensure_dataset(dataset: str, dataset_dir: str | Path, download: bool = True) -> Path:
-    """Check (and for ISBI 2012, download when allowed) the files of ``dataset``; one clear error if missing."""
-    _check(dataset)
-    if dataset == "isbi2012":
-        return ensure_isbi2012(dataset_dir, download)
-    for part in ("train", "test"):
-        _folder(Path(dataset_dir), part)
-    return Path(dataset_dir)
+    """Check (for ISBI 2012, download when allowed) the files of ``dataset``; one clear error if missing."""
+    return get_dataset(dataset).ensure(Path(dataset_dir), download)
 
 
-def dataset_datalist(
+def datalist(
     dataset: str,
     dataset_dir: str | Path,
     part: str,
     split: Mapping | None = None,
-    classes: Mapping[str, Sequence[str]] = EPFL_CLASSES,
-    priority: Sequence[str] = EPFL_PRIORITY,
-    threshold: int = DEFAULT_THRESHOLD,
+    classes: Mapping[str, Sequence[str]] | None = None,
+    class_priority: Sequence[str] | None = None,
+    mask_threshold: int = DEFAULT_THRESHOLD,
     tile_grid: Sequence[int] = (1, 1),
     download: bool = True,
 ) -> list[dict]:
-    """Data items of ``part`` of ``dataset`` with class-index labels (``split`` None: the data set's default)."""
-    _check(dataset)
-    if dataset == "isbi2012":
-        items = isbi2012_datalist(dataset_dir, part, split or DEFAULT_SPLIT, download)
-        for item in items:  # 255 = interior in the files, 1 after isbi2012_datalist; as class index 1
-            item["label"] = (item["label"] > 0).astype(np.float32)
-        return items
-    return epfl_datalist(dataset_dir, part, split or EPFL_SPLIT, classes, priority, threshold, tile_grid)
+    """MONAI data items ``{"image", "label" (class index), "name", "index"}`` of ``part`` (train, validation,
+    test) of ``dataset``, cut into ``tile_grid`` crops.
+
+    ``split``, ``classes`` and ``class_priority`` None mean the data set's defaults (documented in its module).
+    """
+    if part not in ("train", "validation", "test"):
+        raise ValueError(f"part must be train, validation or test, got {part!r}")
+    spec = get_dataset(dataset)
+    chosen = dataset_classes(dataset, classes)
+    items = spec.items(Path(dataset_dir), part, split, chosen, class_priority, mask_threshold, download)
+    return tile_datalist(items, tile_grid)

@@ -21,10 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from emseg.data.class_masks import DEFAULT_THRESHOLD, class_mask_datalist
-from emseg.data.io import list_slice_files
-from emseg.data.isbi2012 import DatasetNotFoundError
+from emseg.data.datalist import DatasetNotFoundError
 from emseg.data.splits import resolve_split
-from emseg.data.tiling import tile_datalist
+from emseg.io import list_slice_files
 
 EPFL_CLASSES: dict[str, list[str]] = {
     "membranes": ["membranes"],
@@ -38,12 +37,8 @@ EPFL_SPLIT = {"fractions": {"train": 0.8, "validation": 0.2}, "seed": 0}
 IMAGE_FOLDER = "slices"
 
 
-def class_names(classes: Mapping[str, Sequence[str]] = EPFL_CLASSES) -> list[str]:
-    """Names of the label values 0, 1, 2, ...: background first."""
-    return ["background", *classes]
-
-
-def _folder(dataset_dir: Path, part: str) -> Path:
+def part_folder(dataset_dir: Path, part: str) -> Path:
+    """``train/`` or ``test/`` of the data set, checked to hold images; one clear error otherwise."""
     folder = dataset_dir / ("test" if part == "test" else "train")
     images = folder / IMAGE_FOLDER
     if not images.is_dir() or not list_slice_files(images):
@@ -61,15 +56,14 @@ def epfl_datalist(
     classes: Mapping[str, Sequence[str]] = EPFL_CLASSES,
     priority: Sequence[str] = EPFL_PRIORITY,
     threshold: int = DEFAULT_THRESHOLD,
-    tile_grid: Sequence[int] = (1, 1),
 ) -> list[dict]:
-    """Data items of ``part`` (train, validation, test) with class-index labels, cut into ``tile_grid`` crops.
+    """Data items of ``part`` (train, validation, test) with class-index labels.
 
     ``split`` divides ``train/``: ``{"fractions": {"train": 0.8, "validation": 0.2}, "seed": 0}`` or explicit
     index lists ``{"train": [...], "validation": [...]}``; ``test`` is always ``test/``.
     """
     dataset_dir = Path(dataset_dir)
-    folder = _folder(dataset_dir, part)
+    folder = part_folder(dataset_dir, part)
     if part == "test":
         indices = None
     elif part in ("train", "validation"):
@@ -77,5 +71,4 @@ def epfl_datalist(
         indices = resolve_split(split, n, folder / IMAGE_FOLDER)[part]
     else:
         raise ValueError(f"part must be train, validation or test, got {part!r}")
-    items = class_mask_datalist(folder, classes, IMAGE_FOLDER, priority, threshold, indices, name=f"epfl_{folder.name}")
-    return tile_datalist(items, tile_grid)
+    return class_mask_datalist(folder, classes, IMAGE_FOLDER, priority, threshold, indices, name=f"epfl_{folder.name}")

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from emseg.data.datalist import check_split
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def check_split(split: Mapping[str, Sequence[int]], num_slices: int, source: str | Path) -> dict[str, list[int]]:
+    """Validate a {train, validation, test} -> slice indices mapping against ``num_slices``.
+
+    Indices must lie in the volume and the three parts must not overlap, so that
+    test slices are never used for training or model selection.
+    """
+    unknown = set(split) - set(SPLIT_NAMES)
+    if unknown:
+        raise ValueError(f"split has unknown parts {sorted(unknown)}; expected {SPLIT_NAMES}")
+    parts = {name: [int(i) for i in split.get(name, [])] for name in SPLIT_NAMES}
+    seen: dict[int, str] = {}
+    for name, indices in parts.items():
+        for index in indices:
+            if not 0 <= index < num_slices:
+                raise ValueError(f"split '{name}' names slice {index} but {source} has {num_slices} slices")
+            if index in seen:
+                raise ValueError(f"slice {index} is in both '{seen[index]}' and '{name}' splits")
+            seen[index] = name
+    return parts
 
 
 def split_by_fractions(n: int, fractions: Mapping[str, float], seed: int = 0) -> dict[str, list[int]]:

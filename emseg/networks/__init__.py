@@ -6,7 +6,7 @@ MONAI layers (its ResNet for the CE-Net encoder) rather than re-typing them.
 
 from emseg.networks.cenet import CENet, DenseAtrousConvolution, LinkNetDecoderBlock, ResidualMultiKernelPooling
 from emseg.networks.encdec import EncoderDecoder
-from emseg.networks.pretrained import load_pretrained_encoder
+from emseg.networks.weights import load_pretrained_encoder, load_state_dict, load_weights
 from emseg.networks.ternausnet import TernausNet, TernausNet11, TernausNet16, VGGEncoder
 from emseg.networks.unetpp import UNetPlusPlus
 
@@ -22,4 +22,6 @@ __all__ = [
     "UNetPlusPlus",
     "VGGEncoder",
     "load_pretrained_encoder",
+    "load_state_dict",
+    "load_weights",
 ]

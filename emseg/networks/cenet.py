@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.networks.nets import ResNet
 from torch import nn
 
-from emseg.networks.pretrained import load_pretrained_encoder
+from emseg.networks.weights import load_pretrained_encoder
 
 RESNET34_LAYERS = (3, 4, 6, 3)
 RESNET34_WIDTHS = (64, 128, 256, 512)

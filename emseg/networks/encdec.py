@@ -4,7 +4,7 @@ The baseline of the TensorFlow 2 reference project: each encoder stage is 3x3
 convolutions followed by 2x2 max-pooling, each decoder stage a stride-2 transposed
 convolution followed by 3x3 convolutions, and a 1x1 convolution gives the logits.
 Without skips, fine detail has to pass the bottleneck, which is what the comparison
-with U-Net shows. Inputs must be divisible by 2 ** len(widths).
+with U-Net shows. Inputs must be divisible by 2 ** len(features).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ class EncoderDecoder(nn.Module):
 
     Args:
         in_channels, out_channels: image channels and output (logit) channels.
-        widths: channels of the encoder stages, shallow to deep; the decoder mirrors them and the
-            bottleneck has ``2 * widths[-1]`` channels.
+        features: channels of the encoder stages, shallow to deep; the decoder mirrors them and the
+            bottleneck has ``2 * features[-1]`` channels.
         convs_per_stage: 3x3 convolutions per stage.
         norm: MONAI norm name for every convolution (``None`` for plain conv + bias, as in the reference).
     """
@@ -36,20 +36,20 @@ class EncoderDecoder(nn.Module):
         self,
         in_channels: int = 1,
         out_channels: int = 2,
-        widths: Sequence[int] = (32, 64, 128, 256),
+        features: Sequence[int] = (32, 64, 128, 256),
         convs_per_stage: int = 2,
         norm: str | None = "batch",
     ) -> None:
         super().__init__()
-        self.factor = 2 ** len(widths)
+        self.factor = 2 ** len(features)
         layers: list[nn.Module] = []
         channels = in_channels
-        for width in widths:
+        for width in features:
             layers += [*_convs(channels, width, convs_per_stage, norm), nn.MaxPool2d(2)]
             channels = width
-        layers += _convs(channels, 2 * widths[-1], convs_per_stage, norm)
-        channels = 2 * widths[-1]
-        for width in reversed(widths):
+        layers += _convs(channels, 2 * features[-1], convs_per_stage, norm)
+        channels = 2 * features[-1]
+        for width in reversed(features):
             layers += [
                 Convolution(2, channels, width, strides=2, kernel_size=2, padding=0, output_padding=0, act="relu", norm=norm, bias=norm is None,
                             is_transposed=True),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emseg.networks.pretrained import load_pretrained_encoder
+from emseg.networks.weights import load_pretrained_encoder
 
 POOL = "M"
 VGG_LAYOUTS = {  # torchvision's VGG configurations "A" (vgg11) and "D" (vgg16), without batch norm

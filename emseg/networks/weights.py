@@ -1,4 +1,7 @@
-"""Load ImageNet weights from a local file into an encoder (nothing is downloaded).
+"""Load weights safely: whole networks from checkpoints, ImageNet encoders from a local file.
+
+Every file is loaded with ``torch.load(..., weights_only=True)``: a file that needs arbitrary
+code to load (a pickled object) is refused with a message naming it. Nothing is downloaded.
 
 The encoders keep torchvision's parameter names, so a file saved from a torchvision
 model (``torch.save(model.state_dict(), path)``) loads as it is. Keys the encoder does
@@ -10,15 +13,45 @@ the same activations).
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from emseg.inference import load_state_dict
-
 logger = logging.getLogger(__name__)
+
+
+def load_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Load network weights from ``path`` without executing pickled code.
+
+    Accepts a plain state dict (``models/model.pt``) or a training checkpoint with
+    a ``model`` entry. A file that needs arbitrary code to load is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint; train the bundle first or set ckpt_path")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: refused, the checkpoint holds objects other than tensors ({err})") from err
+    except RuntimeError as err:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def load_weights(network: nn.Module, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """``network`` with the weights from ``path`` loaded (strictly) and switched to eval mode."""
+    try:
+        network.load_state_dict(load_state_dict(path, device))
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit the network in the config ({err})") from err
+    return network.eval()
 
 
 def fold_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ specification asks::
 
     NAME/configs/metadata.json    the bundle's metadata
     NAME/configs/inference.json   runs models/model.ts with MONAI, torch and tifffile only
-    NAME/configs/train.json, evaluate.json, logging.conf
-                                  the emseg configs, shared references resolved (need emseg to run)
+    NAME/configs/train.json, evaluate.json, inference_emseg.json, logging.conf
+                                  the bundle's own emseg configs (need emseg to run)
     NAME/models/model.pt          weights (state dict, loads with weights_only=True)
     NAME/models/model.ts          TorchScript with metadata.json and inference.json inside
     NAME/large_files.json         sha256 of every model file (MONAI's large_files format)
@@ -48,11 +48,13 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def resolved_config(config_file: Path, project_root: Path) -> dict:
-    """The config with every ``%file#id`` reference replaced by its content (paths from ``project_root``)."""
-    from emseg.paths import load_bundle_config
+def _resolved(config: dict, keys, bundle_dir: Path) -> dict:
+    """The values of ``keys`` of ``config`` with every expression evaluated."""
+    from monai.bundle import ConfigParser
 
-    return load_bundle_config(config_file, project_root).get()
+    parser = ConfigParser(config)
+    parser["bundle_root"] = str(bundle_dir)
+    return {key: parser.get_parsed_content(key) for key in keys}
 
 
 def monai_only_inference(config: dict) -> dict:
@@ -60,7 +62,9 @@ def monai_only_inference(config: dict) -> dict:
 
     Reads a TIFF stack (``--input_path``), normalises each slice, runs the sliding window
     with the bundle's patch size and overlap, and writes a float32 probability stack of
-    ``output_channel`` or, for ``output`` = ``mask``, a uint8 class-index stack.
+    ``output_channel`` or, for ``output`` = ``mask``, a uint8 class-index stack. ``config`` holds
+    the values (expressions evaluated) of ``patch_size``, ``overlap``, ``sw_batch_size``,
+    ``output_channel`` and ``output``.
     """
     mask = config.get("output") == "mask"
     select = "p.argmax(0).to(torch.uint8)" if mask else "p[@output_channel]"
@@ -98,11 +102,12 @@ def export_torchscript(config: dict, weights: Path, target: Path, meta: dict, in
     from monai.bundle import ConfigParser
     from monai.data import save_net_with_metadata
 
-    from emseg.inference import load_weights
+    from emseg.networks import load_weights
 
     parser = ConfigParser(config)
+    parser["bundle_root"] = str(weights.parent.parent)  # not run by a bundle workflow here
     network = load_weights(parser.get_parsed_content("network_def"), weights).float()
-    example = torch.zeros(1, 1, *config["patch_size"])
+    example = torch.zeros(1, 1, *parser.get_parsed_content("patch_size"))
     with torch.no_grad():
         traced = torch.jit.trace(network, example, check_trace=False)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,15 +116,26 @@ def export_torchscript(config: dict, weights: Path, target: Path, meta: dict, in
     return target
 
 
-def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, project_root: str | Path | None = None,
-                weights: str | Path | None = None, overrides: dict | None = None) -> Path:
+def _config_with_overrides(config_file: Path, overrides: dict) -> dict:
+    """The config as written, with ``overrides`` (top-level or nested ``a#b`` keys) applied."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(ConfigParser.load_config_file(str(config_file)))
+    parser.update(overrides)
+    return parser.get()
+
+
+def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, weights: str | Path | None = None,
+                overrides: dict | None = None) -> Path:
     """Write ``NAME_vVERSION.zip`` for the bundle in ``bundle_dir`` (weights: ``models/model.pt``); return its path.
 
-    ``overrides`` set top-level keys of every config (as ``--key value`` does on the bundle CLI),
-    for weights trained with other widths or patch size than the defaults.
+    ``overrides`` set keys of every config (as ``--key value`` does on the bundle CLI), for weights
+    trained with other widths or patch size than the defaults. The zip goes to ``output_dir``
+    (default: the project root, the folder holding ``bundles/``, or the bundle's parent folder).
     """
+    from emseg.bundle.paths import project_root
+
     bundle_dir = Path(bundle_dir).resolve()
-    project_root = Path(project_root).resolve() if project_root else bundle_dir.parent.parent
     name = bundle_dir.name
     meta_file = bundle_dir / "configs" / "metadata.json"
     weights = Path(weights) if weights else bundle_dir / "models" / "model.pt"
@@ -128,14 +144,15 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, pr
             raise BundleError(f"{required}: missing, cannot pack {bundle_dir}" +
                               (" (train the bundle first)" if required == weights else ""))
     meta = json.loads(meta_file.read_text())
-    zip_path = Path(output_dir or project_root) / f"{name}_v{meta['version']}.zip"
+    default_output = bundle_dir.parent if project_root(bundle_dir) == str(bundle_dir) else project_root(bundle_dir)
+    zip_path = Path(output_dir or default_output) / f"{name}_v{meta['version']}.zip"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
         (root / "configs").mkdir(parents=True)
         (root / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4))
-        configs = {f: {**resolved_config(bundle_dir / "configs" / f, project_root), **(overrides or {})}
-                   for f in EMSEG_CONFIGS}
-        packed_inference = monai_only_inference(configs["inference.json"])
+        configs = {f: _config_with_overrides(bundle_dir / "configs" / f, overrides or {}) for f in EMSEG_CONFIGS}
+        packed_inference = monai_only_inference(_resolved(
+            configs["inference.json"], ("patch_size", "overlap", "sw_batch_size", "output_channel", "output"), bundle_dir))
         (root / "configs" / "inference.json").write_text(json.dumps(packed_inference, indent=4))
         for f in ("train.json", "evaluate.json"):
             (root / "configs" / f).write_text(json.dumps(configs[f], indent=4))

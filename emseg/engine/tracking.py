@@ -10,7 +10,6 @@ model-development view.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -24,6 +23,8 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 from monai.utils import path_to_sqlite_uri
+
+from emseg.bundle.paths import running_workflow
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +44,9 @@ def default_tracking_uri(project_root: str | Path) -> str:
 
 
 def running_bundle_config() -> dict | None:
-    """The config of the MONAI bundle workflow that is running in this process, or None.
-
-    MONAI does not hand a bundle's parser to the objects it builds, so this looks up
-    the calling ``ConfigWorkflow`` on the stack. The result is the merged config with
-    command-line overrides applied, as MONAI ran it.
-    """
-    from monai.bundle import ConfigWorkflow
-
-    frame = inspect.currentframe()
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, ConfigWorkflow):
-            return owner.parser.get()
-        frame = frame.f_back
-    return None
+    """The config of the MONAI bundle workflow running in this process (with command-line overrides), or None."""
+    workflow = running_workflow()
+    return None if workflow is None else workflow.parser.get()
 
 
 def _raise_interrupt(signum, frame):

@@ -4,17 +4,19 @@ Chosen by name in inference.json (``output_format``):
 
 - ``tiff``: multipage TIFF, float32 (probabilities; the ISBI submission format) or uint8 (masks);
 - ``png``: a folder of uint8 PNG slices (``slice_0000.png``, ...);
-- ``nifti``: one ``.nii`` file with the voxel ``spacing`` (z, y, x) in micrometres (ISBI: 0.05,
-  0.004, 0.004); written as it goes, since NIfTI's on-disk order of an (x, y, z) image is the
-  C order of emseg's (z, y, x) slices;
+- ``nifti``: one ``.nii`` (or gzip-compressed ``.nii.gz``) file with the voxel ``spacing``
+  (z, y, x) in micrometres (ISBI: 0.05, 0.004, 0.004); written as it goes, since NIfTI's on-disk
+  order of an (x, y, z) image is the C order of emseg's (z, y, x) slices;
 - ``tiff`` with channels: a float32 (Z, C, H, W) stack of per-class probabilities.
 
 Every writer writes to ``<name>.part`` and renames it when closed without error, so an
-interrupted run leaves no output that looks complete.
+interrupted run leaves no output that looks complete. :func:`write_volume` writes a whole
+(Z, H, W) array through the same writers.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from collections.abc import Sequence
@@ -22,20 +24,24 @@ from pathlib import Path
 
 import numpy as np
 
-from emseg.data.io import VolumeError
-
-FORMATS = ("tiff", "png", "nifti")
-
+from emseg.io.source import VolumeError
 
 def _partial(path: Path) -> Path:
     return path.with_name(path.name + ".part")
 
 
 class StackWriter:
-    """Base: ``with writer: writer.write(slice)`` for each slice; published on a clean exit."""
+    """Base: ``with writer: writer.write(slice)`` for each slice; published on a clean exit.
 
-    def __init__(self, path: str | Path, dtype: str = "float32") -> None:
+    Every writer takes the same arguments: the output ``path``, the pixel ``dtype`` (float32 or
+    uint8), the slice ``shape`` (H, W) and ``count`` where known, the voxel ``spacing`` (z, y, x).
+    """
+
+    def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
         self.path = Path(path)
+        self.shape, self.expected = (tuple(shape) if shape is not None else None), count
+        self.spacing = [float(s) for s in spacing]
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype("float32"), np.dtype("uint8")):
             raise VolumeError(f"{self.path}: stacks are written as float32 or uint8, not {self.dtype}")
@@ -102,9 +108,11 @@ class TiffStackWriter(StackWriter):
 class PngFolderWriter(StackWriter):
     """A folder of uint8 PNG slices named ``{prefix}{index:04d}.png``."""
 
-    def __init__(self, path: str | Path, dtype: str = "uint8", prefix: str = "slice_") -> None:
-        super().__init__(path, "uint8")
-        self.prefix = prefix
+    prefix = "slice_"
+
+    def __init__(self, path: str | Path, dtype: str = "uint8", shape: Sequence[int] | None = None,
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+        super().__init__(path, "uint8", shape, count, spacing)
 
     def _open(self, partial: Path) -> None:
         if partial.exists():
@@ -121,16 +129,17 @@ class PngFolderWriter(StackWriter):
 
 
 class NiftiWriter(StackWriter):
-    """An uncompressed ``.nii`` of ``count`` slices of ``shape`` (H, W), written as the slices come."""
+    """A ``.nii`` (or ``.nii.gz``) of ``count`` slices of ``shape`` (H, W), written as the slices come."""
 
-    def __init__(self, path: str | Path, shape: Sequence[int], count: int, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                 dtype: str = "float32") -> None:
-        super().__init__(path, dtype)
-        if self.path.suffix != ".nii":
-            raise VolumeError(f"{self.path}: NIfTI is written uncompressed, name it .nii")
-        if len(spacing) != 3:
-            raise VolumeError(f"{self.path}: spacing must be (z, y, x), got {spacing}")
-        self.shape, self.expected, self.spacing = tuple(shape), int(count), [float(s) for s in spacing]
+    def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+        super().__init__(path, dtype, shape, count, spacing)
+        if not self.path.name.endswith((".nii", ".nii.gz")):
+            raise VolumeError(f"{self.path}: a NIfTI volume needs a .nii or .nii.gz name")
+        if len(self.spacing) != 3:
+            raise VolumeError(f"{self.path}: spacing must be (z, y, x), got {list(spacing)}")
+        if self.shape is None or count is None:
+            raise ValueError(f"{self.path}: a NIfTI writer needs the slice shape and count")
 
     def _open(self, partial: Path) -> None:
         import nibabel as nib
@@ -143,7 +152,8 @@ class NiftiWriter(StackWriter):
         header.set_xyzt_units("micron")
         header.set_qform(np.diag([self.spacing[2], self.spacing[1], self.spacing[0], 1.0]), code=1)
         header.set_sform(np.diag([self.spacing[2], self.spacing[1], self.spacing[0], 1.0]), code=1)
-        self._file = open(partial, "wb")
+        # gzip streams allow the forward seek to the data offset, so both forms are written as they go
+        self._file = gzip.open(partial, "wb") if self.path.name.endswith(".gz") else open(partial, "wb")
         header.write_to(self._file)
         self._file.seek(int(header["vox_offset"]))
 
@@ -158,15 +168,27 @@ class NiftiWriter(StackWriter):
             raise VolumeError(f"{self.path}: {self.count} slices written, {self.expected} declared")
 
 
+WRITERS: dict[str, type[StackWriter]] = {"tiff": TiffStackWriter, "png": PngFolderWriter, "nifti": NiftiWriter}
+FORMATS = tuple(WRITERS)
+
+
 def stack_writer(output_format: str, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
                  count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> StackWriter:
-    """The writer for ``output_format`` (one of :data:`FORMATS`)."""
-    if output_format == "tiff":
-        return TiffStackWriter(path, dtype)
-    if output_format == "png":
-        return PngFolderWriter(path)
-    if output_format == "nifti":
-        if shape is None or count is None:
-            raise ValueError("a NIfTI writer needs the slice shape and count")
-        return NiftiWriter(path, shape, count, spacing, dtype)
-    raise ValueError(f"output_format must be one of {FORMATS}, got {output_format!r}")
+    """The writer registered for ``output_format`` (one of :data:`FORMATS`)."""
+    if output_format not in WRITERS:
+        raise ValueError(f"output_format must be one of {FORMATS}, got {output_format!r}")
+    return WRITERS[output_format](path, dtype, shape, count, spacing)
+
+
+def write_volume(path: str | Path, volume: np.ndarray, output_format: str = "tiff", dtype: str = "float32",
+                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
+    """Write a whole (Z, H, W) ``volume`` (a 2-D image is one slice) through :func:`stack_writer`."""
+    volume = np.asarray(volume)
+    if volume.ndim == 2:
+        volume = volume[None]
+    if volume.ndim != 3:
+        raise VolumeError(f"{path}: can only write (Z, H, W) volumes, got shape {volume.shape}")
+    with stack_writer(output_format, path, dtype, volume.shape[1:], len(volume), spacing) as writer:
+        for image in volume:
+            writer.write(image)
+    return Path(path)

@@ -1,9 +1,10 @@
-"""The challenge scores as MONAI cumulative metrics and Ignite handlers, usable as ``key_val_metric``.
+"""Validation metrics as Ignite handlers: the challenge scores (MONAI cumulative metrics), per-class
+Dice and IoU, pixel accuracy; :func:`validation_metrics` picks the set for a data set's classes.
 
-Inputs are the interior probability (``y_pred``, 1 channel) and the binary interior
-label (``y``, 1 channel), batch-first or as lists of channel-first tensors. Per sample
-all thresholds are scored; ``aggregate`` returns the mean over samples at the best
-threshold, as the challenge does.
+The challenge metrics take the interior probability (``y_pred``, 1 channel) and the binary
+interior label (``y``, 1 channel), batch-first or as lists of channel-first tensors. Per sample
+all thresholds are scored; ``aggregate`` returns the mean over samples at the best threshold,
+as the challenge does.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from monai.handlers import IgniteMetricHandler, from_engine
+from monai.handlers import IgniteMetricHandler, MeanDice, MeanIoUHandler, from_engine
 from monai.metrics import CumulativeIterationMetric
 
-from emseg.metrics.isbi_challenge import SCORE_NAMES, THRESHOLDS, best_threshold, challenge_scores, pixel_scores
+from emseg.evaluation.challenge import SCORE_NAMES, THRESHOLDS, best_threshold, challenge_scores, pixel_scores
+from emseg.evaluation.scores import BACKGROUND
 
 
 def channel_output(channel: int, keys: Sequence[str] = ("pred", "label")) -> Callable:
@@ -90,3 +92,42 @@ class PixelError(IgniteMetricHandler):
 
     def __init__(self, thresholds: Sequence[float] = THRESHOLDS, output_transform: Callable = lambda x: x) -> None:
         super().__init__(PixelErrorMetric(thresholds), output_transform=output_transform, save_details=False)
+
+
+def class_index_output(output) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ignite output transform: one-hot ``pred`` (B, C, H, W) and the class index of one-hot ``label`` (B, H, W),
+    as Ignite's ``Accuracy`` takes them."""
+    preds, labels = from_engine(["pred", "label"])(output)
+    pred = torch.stack([torch.as_tensor(p).as_subclass(torch.Tensor) for p in preds])
+    label = torch.stack([torch.as_tensor(y).as_subclass(torch.Tensor) for y in labels])
+    return pred, label.argmax(1)
+
+
+def key_metric(class_names: Sequence[str], interior_class: int | None = None, prefix: str = "val_") -> dict:
+    """The metric that picks the best checkpoint: V_rand of a membrane task (``interior_class`` given), else
+    the mean Dice of the classes other than "background"."""
+    if interior_class is not None:
+        return {f"{prefix}v_rand": ChallengeScore("v_rand", output_transform=channel_output(interior_class,
+                                                                                             ["prob", "label"]))}
+    return {f"{prefix}mean_dice": MeanDice(include_background=class_names[0] != BACKGROUND,
+                                           output_transform=from_engine(["pred", "label"]))}
+
+
+def validation_metrics(class_names: Sequence[str], interior_class: int | None = None, prefix: str = "val_") -> dict:
+    """The other validation metrics: Dice and IoU of every class but "background", pixel accuracy, the mean
+    Dice (of a membrane task, whose key metric is V_rand) and V_info."""
+    from ignite.metrics import Accuracy
+
+    metrics: dict = {}
+    if interior_class is not None:
+        metrics[f"{prefix}v_info"] = ChallengeScore("v_info", output_transform=channel_output(interior_class,
+                                                                                             ["prob", "label"]))
+        metrics.update(key_metric(class_names, None, prefix))
+    for channel, name in enumerate(class_names):
+        if name == BACKGROUND:
+            continue
+        metrics[f"{prefix}dice_{name}"] = MeanDice(include_background=True, output_transform=channel_output(channel))
+        metrics[f"{prefix}iou_{name}"] = MeanIoUHandler(include_background=True,
+                                                        output_transform=channel_output(channel))
+    metrics[f"{prefix}accuracy"] = Accuracy(output_transform=class_index_output)
+    return metrics

@@ -14,14 +14,14 @@ from emseg.visualize import to_uint8
 def augmented_pairs(bundle: str | Path, count: int, seed: int = 0, **overrides) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``count`` (image, label) 2-D pairs from ``bundle``'s ``train#dataset`` (crops + augmentation).
 
-    ``overrides`` replace top-level config keys (e.g. ``dataset_dir``, ``augmentation``).
+    ``overrides`` replace config keys (e.g. ``dataset_dir``, ``augmentation``, ``train#random_transforms``).
     Labels are the class channel; images are as the network sees them (normalised).
     """
-    from emseg.paths import load_bundle_config
     from monai.utils import set_determinism
 
-    bundle = Path(bundle).resolve()
-    parser = load_bundle_config(bundle / "configs" / "train.json", overrides={"bundle_root": str(bundle), **overrides})
+    from emseg.bundle.paths import load_config
+
+    parser = load_config(Path(bundle) / "configs" / "train.json", overrides)
     set_determinism(seed)
     dataset = parser.get_parsed_content("train#dataset")
     produced = 0

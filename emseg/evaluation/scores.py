@@ -1,0 +1,157 @@
+"""Score a stack of predictions against class-index labels: one procedure for any number of classes.
+
+Per slice and class: Dice, IoU and 95% Hausdorff distance (MONAI's metrics) of the argmax, and
+pixel accuracy. For a membrane task (``interior_class`` given, ISBI: 1) also the ISBI 2012
+challenge scores of the cell-interior probability (V_rand, V_info and their split/merge parts,
+at the threshold best for the stack, as the challenge ranks) and the pixel error. Written as
+``metrics.csv`` (one row per slice) and ``summary.json`` (means, best thresholds, per-threshold
+curves).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emseg.evaluation.challenge import SCORE_NAMES, THRESHOLDS, best_threshold, challenge_scores, pixel_scores
+
+BACKGROUND = "background"
+
+
+@dataclass
+class StackScores:
+    """Per-slice rows, a stack summary and the columns of the printed table."""
+
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+
+    def write(self, output_dir: str | Path) -> tuple[Path, Path]:
+        """Write ``metrics.csv`` and ``summary.json`` into ``output_dir``."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        csv_path, json_path = output_dir / "metrics.csv", output_dir / "summary.json"
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        json_path.write_text(json.dumps(self.summary, indent=2))
+        return csv_path, json_path
+
+    def table(self) -> str:
+        """A short plain-text table: one line per slice and the mean."""
+        columns = self.columns
+        width = max(12, *(len(row["slice"]) + 1 for row in self.rows))
+        lines = [f"{'slice':<{width}}" + "".join(f"{c:>18}" for c in columns)]
+        for row in self.rows:
+            lines.append(f"{row['slice']:<{width}}" + "".join(f"{row[c]:>18.4f}" for c in columns))
+        lines.append(f"{'mean':<{width}}" + "".join(f"{self.summary[c]:>18.4f}" for c in columns))
+        if "v_rand_threshold" in self.summary:
+            lines.append(
+                f"best thresholds: V_rand {self.summary['v_rand_threshold']:.1f}, V_info "
+                f"{self.summary['v_info_threshold']:.1f}, pixel error {self.summary['pixel_error_threshold']:.1f}"
+            )
+        return "\n".join(lines)
+
+
+def one_hot(classes: np.ndarray, num_classes: int) -> torch.Tensor:
+    """(1, C, H, W) float one-hot of a (H, W) class-index map."""
+    index = torch.from_numpy(np.asarray(classes, dtype=np.int64))
+    return torch.nn.functional.one_hot(index, num_classes).permute(2, 0, 1)[None].float()
+
+
+def class_scores(prediction: np.ndarray, label: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """Pixel accuracy, and Dice, IoU and 95% Hausdorff distance per class, of two (H, W) class-index maps.
+
+    Dice and IoU of a class absent from both maps are NaN (left out of means, so empty masks do not
+    inflate a summary); a class predicted where the label has none scores 0. HD95 is NaN unless the
+    class is in both maps.
+    """
+    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+
+    n = len(class_names)
+    p, t = one_hot(prediction, n), one_hot(label, n)
+    dice = compute_dice(p, t, include_background=True, ignore_empty=False)[0]
+    iou = compute_iou(p, t, include_background=True, ignore_empty=False)[0]
+    with warnings.catch_warnings():  # MONAI warns for every class missing from one side; those are NaN below
+        warnings.simplefilter("ignore")
+        hd95 = compute_hausdorff_distance(p, t, include_background=True, percentile=95)[0]
+    in_pred, in_label = p.sum((0, 2, 3)) > 0, t.sum((0, 2, 3)) > 0
+    scores = {"accuracy": float((np.asarray(prediction) == np.asarray(label)).mean())}
+    for c, name in enumerate(class_names):
+        present = bool(in_pred[c] or in_label[c])
+        scores[f"dice_{name}"] = float(dice[c]) if present else float("nan")
+        scores[f"iou_{name}"] = float(iou[c]) if present else float("nan")
+        scores[f"hd95_{name}"] = float(hd95[c]) if in_pred[c] and in_label[c] else float("nan")
+    return scores
+
+
+def _mean(values) -> float:
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def score_stack(
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    interior_class: int | None = None,
+    names: Sequence[str] | None = None,
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> StackScores:
+    """All scores of per-class ``probabilities`` ((C, H, W) each) against class-index ``labels`` ((H, W) each).
+
+    ``interior_class``: the cell-interior class of a membrane task; its probability is scored with the
+    ISBI challenge procedure against ``label == interior_class``. ``mean_dice`` averages the classes
+    other than one named "background".
+    """
+    if len(probabilities) != len(labels) or not len(labels):
+        raise ValueError(f"{len(probabilities)} prediction slices for {len(labels)} label slices")
+    class_names = list(class_names)
+    names = list(names) if names is not None else [f"slice_{i:03d}" for i in range(len(labels))]
+    for prob in probabilities:
+        if np.asarray(prob).ndim != 3 or len(prob) != len(class_names):
+            raise ValueError(f"expected (C, H, W) probabilities of {len(class_names)} classes, got {np.shape(prob)}")
+    rows: list[dict] = [{"slice": name} for name in names]
+    summary: dict = {"slices": len(labels), "classes": class_names}
+    columns: list[str] = []
+
+    if interior_class is not None:
+        thresholds = np.asarray(thresholds, dtype=np.float64)
+        interior = [np.asarray(p)[interior_class] for p in probabilities]
+        truth = [np.asarray(t) == interior_class for t in labels]
+        challenge = np.stack([challenge_scores(p, t, thresholds) for p, t in zip(interior, truth)])  # (N, T, 6)
+        pixel = np.stack([pixel_scores(p, t, thresholds) for p, t in zip(interior, truth)])  # (N, T)
+        summary["thresholds"] = thresholds.tolist()
+        chosen = {}
+        for score in ("v_rand", "v_info"):
+            _, summary[f"{score}_threshold"], chosen[score] = best_threshold(
+                challenge[:, :, SCORE_NAMES.index(score)], thresholds)
+        _, summary["pixel_error_threshold"], pixel_index = best_threshold(pixel, thresholds)
+        for i, row in enumerate(rows):
+            for score in SCORE_NAMES:
+                family = "v_rand" if score.startswith("v_rand") else "v_info"
+                row[score] = float(challenge[i, chosen[family], SCORE_NAMES.index(score)])
+            row["pixel_error"] = float(1.0 - pixel[i, pixel_index])
+        summary["per_threshold"] = {
+            **{score: np.nanmean(challenge[:, :, SCORE_NAMES.index(score)], axis=0).tolist() for score in SCORE_NAMES},
+            "pixel_f_score": np.nanmean(pixel, axis=0).tolist(),
+        }
+        columns += ["v_rand", "v_info", "pixel_error"]
+
+    for row, prob, label in zip(rows, probabilities, labels):
+        row.update(class_scores(np.asarray(prob).argmax(0), label, class_names))
+    for key in rows[0]:
+        if key != "slice":
+            summary[key] = _mean(row[key] for row in rows)
+    foreground = [name for name in class_names if name != BACKGROUND]
+    summary["mean_dice"] = _mean(summary[f"dice_{name}"] for name in foreground)
+    columns += ["accuracy", *(f"dice_{name}" for name in foreground)]
+    return StackScores(rows, summary, tuple(columns))

@@ -1,0 +1,25 @@
+"""Volume I/O: one reader and one writer per format, chosen by a registry.
+
+Reading slice by slice is the primitive (:func:`open_slices`); :func:`read_volume` builds whole
+volumes on it. Writers take one slice at a time and publish the output atomically.
+"""
+
+from emseg.io.readers import READERS, list_slice_files, open_slices, read_image, read_volume
+from emseg.io.source import SliceSource, VolumeError, natural_key
+from emseg.io.writers import FORMATS, WRITERS, StackWriter, stack_writer, write_volume
+
+__all__ = [
+    "FORMATS",
+    "READERS",
+    "WRITERS",
+    "SliceSource",
+    "StackWriter",
+    "VolumeError",
+    "list_slice_files",
+    "natural_key",
+    "open_slices",
+    "read_image",
+    "read_volume",
+    "stack_writer",
+    "write_volume",
+]
