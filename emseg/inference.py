@@ -56,10 +56,14 @@ def _select(output: np.ndarray, kind: str, channel: int) -> np.ndarray:
     return output
 
 
+DEFAULT_NAMES = {"probability": "probabilities", "mask": "classes", "probabilities": "class_probabilities"}
+
+
 def default_output_path(bundle_root: str | Path, output: str, output_format: str) -> str:
-    """``<bundle_root>/eval/<output>.tif`` (``.nii.gz`` for NIfTI, a folder for PNG slices)."""
+    """``<bundle_root>/eval/probabilities.tif`` for ``output`` probability, ``classes.tif`` for masks,
+    ``class_probabilities.tif`` for all channels (``.nii.gz`` for NIfTI, a folder for PNG slices)."""
     extension = {"tiff": ".tif", "nifti": ".nii.gz", "png": ""}.get(output_format, "")
-    return str(Path(bundle_root) / "eval" / f"{output}{extension}")
+    return str(Path(bundle_root) / "eval" / f"{DEFAULT_NAMES.get(output, output)}{extension}")
 
 
 def segment_stack(

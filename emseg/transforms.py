@@ -18,6 +18,7 @@ class values), weight maps bilinearly; intensity transforms touch only images.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -39,10 +40,20 @@ from scipy import ndimage
 PRESETS = ("none", "keras", "unet", "em")
 
 
-def _spatial_keys(image_keys, label_keys, weight_keys) -> tuple[list[str], list[str]]:
-    keys = [*image_keys, *label_keys, *weight_keys]
-    modes = ["bilinear"] * len(image_keys) + ["nearest"] * len(label_keys) + ["bilinear"] * len(weight_keys)
-    return keys, modes
+@dataclass(frozen=True)
+class PresetKeys:
+    """The keys a preset transforms: images (bilinear; intensity transforms touch only these), labels
+    (nearest neighbour, so they keep their class values) and weight maps (bilinear)."""
+
+    image: tuple[str, ...] = ("image",)
+    label: tuple[str, ...] = ("label",)
+    weight: tuple[str, ...] = ()
+
+    def spatial(self) -> tuple[list[str], list[str]]:
+        """All keys and their interpolation modes, for spatial transforms."""
+        keys = [*self.image, *self.label, *self.weight]
+        modes = ["bilinear"] * len(self.image) + ["nearest"] * len(self.label) + ["bilinear"] * len(self.weight)
+        return keys, modes
 
 
 def _flips_and_rotations(keys: list[str], rotate90: bool) -> list:
@@ -52,22 +63,14 @@ def _flips_and_rotations(keys: list[str], rotate90: bool) -> list:
     return transforms
 
 
-def keras_preset(
-    image_keys: Sequence[str] = ("image",),
-    label_keys: Sequence[str] = ("label",),
-    weight_keys: Sequence[str] = (),
-    patch_size: Sequence[int] = (256, 256),
-    rotation_degrees: float = 20.0,
-    shear_degrees: float = 0.2,
-    shift: float = 0.2,
-    zoom: float = 0.2,
-) -> list:
+def keras_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), rotation_degrees: float = 20.0,
+                 shear_degrees: float = 0.2, shift: float = 0.2, zoom: float = 0.2) -> list:
     """Keras ImageDataGenerator(rotation_range=20, shear_range=0.2, width/height_shift_range=0.2,
     zoom_range=0.2, horizontal_flip, vertical_flip, fill_mode='constant', cval=0).
 
     Keras gives ``shear_range`` in degrees; it becomes the shear factor tan(angle).
     """
-    keys, modes = _spatial_keys(image_keys, label_keys, weight_keys)
+    keys, modes = keys.spatial()
     affine = RandAffined(
         keys,
         prob=1.0,
@@ -81,18 +84,11 @@ def keras_preset(
     return [affine, *_flips_and_rotations(keys, rotate90=False)]
 
 
-def unet_preset(
-    image_keys: Sequence[str] = ("image",),
-    label_keys: Sequence[str] = ("label",),
-    weight_keys: Sequence[str] = (),
-    patch_size: Sequence[int] = (256, 256),
-    grid_points: int = 3,
-    sigma: float = 10.0,
-    prob: float = 0.9,
-) -> list:
+def unet_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), grid_points: int = 3,
+                sigma: float = 10.0, prob: float = 0.9) -> list:
     """Flips, 90-degree rotations and elastic deformation on a coarse ``grid_points`` grid with
     displacements drawn from N(0, ``sigma``) pixels (Ronneberger et al. 2015)."""
-    keys, modes = _spatial_keys(image_keys, label_keys, weight_keys)
+    keys, modes = keys.spatial()
     spacing = [s / (grid_points - 1) for s in patch_size]
     elastic = Rand2DElasticd(
         keys, spacing=spacing, magnitude_range=(sigma, sigma), prob=prob, mode=modes, padding_mode="reflection"
@@ -100,21 +96,13 @@ def unet_preset(
     return [*_flips_and_rotations(keys, rotate90=True), elastic]
 
 
-def em_preset(
-    image_keys: Sequence[str] = ("image",),
-    label_keys: Sequence[str] = ("label",),
-    weight_keys: Sequence[str] = (),
-    patch_size: Sequence[int] = (256, 256),
-    rotation_degrees: float = 20.0,
-    scale: float = 0.1,
-    elastic_sigma: float = 5.0,
-    gamma: tuple[float, float] = (0.7, 1.5),
-    noise_std: float = 0.1,
-) -> list:
+def em_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), rotation_degrees: float = 20.0,
+              scale: float = 0.1, elastic_sigma: float = 5.0, gamma: tuple[float, float] = (0.7, 1.5),
+              noise_std: float = 0.1) -> list:
     """Spatial (flips, 90-degree rotations, affine, mild elastic) and intensity (gamma, contrast,
     brightness, Gaussian noise, blur) augmentation for EM slices normalised to zero mean, unit variance."""
-    keys, modes = _spatial_keys(image_keys, label_keys, weight_keys)
-    images = list(image_keys)
+    images = list(keys.image)
+    keys, modes = keys.spatial()
     spacing = [s / 2 for s in patch_size]
     return [
         *_flips_and_rotations(keys, rotate90=True),
@@ -138,11 +126,14 @@ _PRESET_FUNCTIONS: dict[str, Callable[..., list]] = {
 }
 
 
-def augmentation(name: str, **kwargs) -> list:
-    """The transforms of preset ``name`` (one of :data:`PRESETS`); ``kwargs`` go to the preset function."""
+def augmentation(name: str, image_keys: Sequence[str] = ("image",), label_keys: Sequence[str] = ("label",),
+                 weight_keys: Sequence[str] = (), **kwargs) -> list:
+    """The transforms of preset ``name`` (one of :data:`PRESETS`) for the given keys; ``kwargs`` (``patch_size``
+    and the preset's parameters) go to the preset function."""
     if name not in _PRESET_FUNCTIONS:
         raise ValueError(f"unknown augmentation preset '{name}'; choose from {', '.join(PRESETS)}")
-    return _PRESET_FUNCTIONS[name](**kwargs)
+    keys = PresetKeys(tuple(image_keys), tuple(label_keys), tuple(weight_keys))
+    return _PRESET_FUNCTIONS[name](keys=keys, **kwargs)
 
 
 def border_weight_map(label: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:

@@ -33,13 +33,14 @@ def measure(bundle: str, input_path: str, output_path: str, tta: str) -> None:
     """Child process: run the bundle's inference once."""
     import torch
 
-    from emseg.inference import load_weights, segment_stack
-    from emseg.paths import load_bundle_config
-    from emseg.tta import ALL_TRANSFORMS
+    from emseg.bundle.paths import load_config
+    from emseg.engine.tta import ALL_TRANSFORMS
+    from emseg.inference import segment_stack
+    from emseg.networks import load_weights
 
     transforms = [list(t) for t in ALL_TRANSFORMS] if tta == "all" else TTA[tta]
-    parser = load_bundle_config(REPO_ROOT / "bundles" / bundle / "configs" / "inference.json",
-                                overrides={"tta_transforms": transforms, "device": "$torch.device('cpu')"})
+    parser = load_config(REPO_ROOT / "bundles" / bundle / "configs" / "inference.json",
+                          {"tta_transforms": transforms, "device": "$torch.device('cpu')"})
     network = parser.get_parsed_content("network")
     weights = REPO_ROOT / "bundles" / bundle / "models" / "model.pt"
     network = load_weights(network, weights) if weights.is_file() else network.eval()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emseg.data import read_volume
-from emseg.metrics import THRESHOLDS, challenge_scores, isbi_challenge, pixel_scores
+from emseg.evaluation import THRESHOLDS, challenge, challenge_scores, pixel_scores
+from emseg.io import read_volume
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         probabilities = np.clip(labels + rng.normal(0, 0.35, labels.shape), 0, 1).astype(np.float32)
     times = []
     for _ in range(opts.repeat):
-        isbi_challenge._CACHE.clear()  # time the computation, not the cache
+        challenge._CACHE.clear()  # time the computation, not the cache
         start = time.perf_counter()
         for p, t in zip(probabilities, labels):
             challenge_scores(p, t, THRESHOLDS)

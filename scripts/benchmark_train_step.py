@@ -15,7 +15,7 @@ import time
 import torch
 from monai.bundle import ConfigParser
 
-from emseg.precision import AutocastInferer, prepare_network
+from emseg.engine.precision import AutocastInferer, prepare_network
 
 
 def step_time(parser: ConfigParser, device: str, amp: bool, channels_last: bool, batch: int, patch: int,

@@ -20,15 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-from emseg.tracking import unique_run_name
+from emseg.engine.tracking import unique_run_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("dice_membrane", "v_rand", "v_info", "accuracy", "pixel_error")
 
 
 def monai_run(config_files: list[Path], overrides: dict[str, str], extra: list[str]) -> float:
-    """Run a bundle workflow from the repository root; return its wall-clock seconds."""
-    files = "[" + ",".join(f"'{f.relative_to(REPO_ROOT)}'" for f in config_files) + "]"
+    """Run a bundle workflow; return its wall-clock seconds."""
+    files = "[" + ",".join(f"'{f}'" for f in config_files) + "]"
     args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
     for key, value in overrides.items():
         args += [f"--{key}", value]
@@ -39,9 +39,9 @@ def monai_run(config_files: list[Path], overrides: dict[str, str], extra: list[s
 
 def parameter_count(bundle: str) -> int:
     """Parameters of the network a bundle's train.json builds with its defaults."""
-    from emseg.paths import load_bundle_config
+    from emseg.bundle.paths import load_config
 
-    network = load_bundle_config(REPO_ROOT / "bundles" / bundle / "configs" / "train.json").get_parsed_content(
+    network = load_config(REPO_ROOT / "bundles" / bundle / "configs" / "train.json").get_parsed_content(
         "network_def")
     return sum(p.numel() for p in network.parameters())
 
@@ -50,7 +50,7 @@ def best_validation(bundle: str, run_name: str, metric: str = "val_v_rand") -> f
     """Best value of ``metric`` logged by the training run ``run_name`` (the selected checkpoint's)."""
     import mlflow
 
-    from emseg.tracking import default_tracking_uri
+    from emseg.engine.tracking import default_tracking_uri
 
     client = mlflow.MlflowClient(default_tracking_uri(REPO_ROOT))
     experiment = client.get_experiment_by_name(f"emseg-{bundle}")

@@ -1,5 +1,5 @@
 """Shared fixtures and helpers: the real EM data in ../shared/data (override with EMSEG_SHARED_DATA),
-running the bundle CLI in a temporary project, a few training steps."""
+running the bundle CLI on copies of the bundles from a working directory of its own, a few training steps."""
 
 from __future__ import annotations
 
@@ -41,6 +41,31 @@ def epfl_dir() -> Path:
     return EPFL_DIR
 
 
+@pytest.fixture
+def stack(isbi_volumes) -> np.ndarray:
+    """Three 128x96 crops of real ISBI slices."""
+    return isbi_volumes[0][:3, :128, :96]
+
+
+@pytest.fixture
+def inputs(tmp_path, stack) -> dict:
+    """The same three slices as a TIFF stack, a PNG folder, HDF5 and NIfTI."""
+    import h5py
+
+    from emseg.io import write_volume
+
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["raw"] = stack
+        f["other"] = stack
+    return {
+        "tiff": write_volume(tmp_path / "v.tif", stack, "tiff", "uint8"),
+        "folder": write_volume(tmp_path / "slices", stack, "png"),
+        "hdf5": tmp_path / "v.h5",
+        "nifti": write_volume(tmp_path / "v.nii.gz", stack, "nifti", "uint8"),
+    }
+
+
+
 def training_losses(network, loss_fn, image, target, steps: int, lr: float) -> list[float]:
     """Loss of each of ``steps`` Adam steps of ``network`` on one batch."""
     import torch
@@ -72,9 +97,10 @@ def overrides(**values: str) -> list[str]:
 
 
 def copy_bundles(root: Path, bundles) -> Path:
-    """A temporary project at ``root`` with the configs of ``bundles`` and of the shared fragments."""
-    for name in ("common", *bundles):
-        shutil.copytree(REPO_ROOT / "bundles" / name / "configs", root / "bundles" / name / "configs")
+    """A temporary project at ``root`` with copies of the bundle folders ``bundles`` (under ``root/bundles``)."""
+    for name in bundles:
+        shutil.copytree(REPO_ROOT / "bundles" / name, root / "bundles" / name,
+                        ignore=shutil.ignore_patterns("models", "runs", "eval"))
     return root
 
 
@@ -93,25 +119,32 @@ SCHEMA = REPO_ROOT / "emseg" / "resources" / "bundle_metadata_schema.json"
 
 def verify_bundle(bundle: str, *network_args: str, n: int = 4) -> None:
     """MONAI's verify_metadata (against the vendored schema, offline) and verify_net_in_out of ``bundle``."""
-    meta = f"bundles/{bundle}/configs/metadata.json"
-    result = monai_bundle("verify_metadata", "--meta_file", meta, "--filepath", str(SCHEMA), cwd=REPO_ROOT)
+    configs = REPO_ROOT / "bundles" / bundle / "configs"
+    result = monai_bundle("verify_metadata", "--meta_file", str(configs / "metadata.json"), "--filepath", str(SCHEMA),
+                          cwd=REPO_ROOT)
     assert "metadata is verified with no error" in result.stdout + result.stderr
-    monai_bundle("verify_net_in_out", "network_def", "--meta_file", meta, "--config_file",
-                 f"bundles/{bundle}/configs/train.json", "--n", str(n), "--any", "1", "--device", "cpu",
-                 *network_args, cwd=REPO_ROOT)
+    monai_bundle("verify_net_in_out", "network_def", "--meta_file", str(configs / "metadata.json"), "--config_file",
+                 str(configs / "train.json"), "--n", str(n), "--any", "1", "--device", "cpu", *network_args,
+                 cwd=REPO_ROOT)
 
 
-def train_bundle(project: Path, bundle: str, args: list[str]) -> tuple[Path, str]:
-    """Run the ``training`` workflow of ``bundle`` in ``project``; return both."""
-    monai_bundle("run", "training", "--config_file", f"bundles/{bundle}/configs/train.json", *args, cwd=project)
+def config(project: Path, bundle: str, name: str) -> str:
+    """Absolute path of config ``name`` of ``bundle`` in ``project``."""
+    return str(project / "bundles" / bundle / "configs" / name)
+
+
+def train_bundle(project: Path, bundle: str, args: list[str], cwd: Path) -> tuple[Path, str]:
+    """Run the ``training`` workflow of ``bundle`` in ``project`` from ``cwd`` (absolute config path); return both."""
+    monai_bundle("run", "training", "--config_file", config(project, bundle, "train.json"), *args, cwd=cwd)
     return project, bundle
 
 
 def export_bundle(project: Path, bundle: str, patch: int, *network_args: str) -> Path:
     """MONAI's ckpt_export of ``bundle``'s trained weights to TorchScript (traced at one patch)."""
     target = project / f"{bundle}.ts"
-    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file",
-                 f"bundles/{bundle}/models/model.pt", "--meta_file", f"bundles/{bundle}/configs/metadata.json",
-                 "--config_file", f"bundles/{bundle}/configs/inference.json", "--use_trace", "True",
+    folder = project / "bundles" / bundle
+    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file", str(folder / "models/model.pt"),
+                 "--meta_file", config(project, bundle, "metadata.json"), "--config_file",
+                 config(project, bundle, "inference.json"), "--use_trace", "True",
                  "--input_shape", f"[1,1,{patch},{patch}]", *network_args, cwd=project)
     return target

@@ -1,7 +1,7 @@
 """The TernausNet bundles through MONAI's own CLI: multi-class EPFL by default, ISBI with --dataset.
 
-Like tests/test_bundles.py, the configs run in a temporary project with tiny overrides
-(2 patches of 256x256 per step, decoder width 8; the VGG encoders keep their ImageNet widths).
+Like tests/test_bundles.py, copies of the bundles run from a working directory of their own with tiny
+overrides (2 patches of 256x256 per step, decoder width 8; the VGG encoders keep their ImageNet widths).
 """
 
 from __future__ import annotations
@@ -12,8 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
-from conftest import REPO_ROOT, copy_bundles, export_bundle, mlflow_runs, monai_bundle, overrides, train_bundle, verify_bundle
+from conftest import (
+    config,
+    copy_bundles,
+    export_bundle,
+    mlflow_runs,
+    monai_bundle,
+    overrides,
+    train_bundle,
+    verify_bundle,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +34,7 @@ TINY = {
     "batch_size": "2",
     "crops_per_slice": "1",
     "patch_size": "[256,256]",
-    "num_filters": "8",
+    "features": "8",
     "download": "False",
 }
 
@@ -36,27 +44,20 @@ def project(tmp_path_factory) -> Path:
     return copy_bundles(tmp_path_factory.mktemp("project"), BUNDLES)
 
 
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cwd")
+
+
 @pytest.fixture(scope="module", params=BUNDLES)
-def trained(request, project, epfl_dir) -> tuple[Path, str]:
+def trained(request, project, elsewhere, epfl_dir) -> tuple[Path, str]:
     """A bundle trained once on the EPFL data: the project and the bundle name."""
-    return train_bundle(project, request.param, overrides(dataset_dir=str(epfl_dir), **TINY))
+    return train_bundle(project, request.param, overrides(dataset_dir=str(epfl_dir), **TINY), cwd=elsewhere)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_metadata_and_network_verify(bundle):
-    verify_bundle(bundle, "--num_filters", "8", n=2)
-
-
-def test_bundles_have_the_unet_keys_and_the_same_files():
-    unet = REPO_ROOT / "bundles" / "unet" / "configs"
-    unet_network = set(json.loads((unet / "train.json").read_text())["network_parameters"])
-    for bundle in BUNDLES:
-        configs = REPO_ROOT / "bundles" / bundle / "configs"
-        for name in ("train.json", "evaluate.json", "inference.json"):
-            missing = set(json.loads((unet / name).read_text())) - unet_network - set(json.loads((configs / name).read_text()))
-            assert not missing, f"{bundle}/{name} lacks {missing}"
-        assert {p.name for p in configs.iterdir()} == {p.name for p in unet.iterdir()}
-        assert (configs.parent / "docs" / "README.md").is_file() and (configs.parent / "LICENSE").is_file()
+    verify_bundle(bundle, "--features", "8", n=2)
 
 
 def test_training_logs_per_class_scores(trained):
@@ -70,17 +71,19 @@ def test_training_logs_per_class_scores(trained):
     assert run.info.status == "FINISHED"
     assert run.data.params["dataset"] == "epfl" and run.data.params["classes"] == ",".join(CLASSES)
     per_class = {f"val_{m}_{c}" for m in ("dice", "iou") for c in CLASSES[1:]}
-    assert per_class | {"val_mean_dice", "train_loss"} <= set(run.data.metrics)
+    assert per_class | {"val_mean_dice", "val_accuracy", "train_loss"} <= set(run.data.metrics)
+    assert "val_v_rand" not in run.data.metrics  # no challenge scores without a membrane/interior task
     assert 0 <= run.data.metrics["val_mean_dice"] <= 1
 
 
-def test_evaluate_writes_per_class_report(trained, epfl_dir):
+def test_evaluate_writes_per_class_report(trained, elsewhere, epfl_dir):
     project, name = trained
-    monai_bundle("run", "--config_file", f"['bundles/{name}/configs/train.json','bundles/{name}/configs/evaluate.json']",
-                 *overrides(dataset_dir=str(epfl_dir), **TINY), cwd=project)
+    monai_bundle("run", "--config_file",
+                 f"['{config(project, name, 'train.json')}','{config(project, name, 'evaluate.json')}']",
+                 *overrides(dataset_dir=str(epfl_dir), **TINY), cwd=elsewhere)
     (eval_dir,) = list((project / "bundles" / name / "eval").iterdir())
     rows = (eval_dir / "metrics.csv").read_text().splitlines()
-    assert rows[0].split(",")[:3] == ["slice", "accuracy", "dice_background"]
+    assert rows[0].split(",")[:5] == ["slice", "accuracy", "dice_background", "iou_background", "hd95_background"]
     assert len(rows) == 1 + 5  # the 5 EPFL test slices
     summary = json.loads((eval_dir / "summary.json").read_text())
     assert summary["classes"] == CLASSES and 0 <= summary["mean_dice"] <= 1
@@ -89,13 +92,13 @@ def test_evaluate_writes_per_class_report(trained, epfl_dir):
     assert run.data.metrics["dice_membranes"] == pytest.approx(summary["dice_membranes"])
 
 
-def test_inference_writes_class_map_and_probabilities(trained, epfl_dir, tmp_path):
+def test_inference_writes_class_map_and_probabilities(trained, elsewhere, epfl_dir, tmp_path):
     project, name = trained
     classes, probabilities = tmp_path / "classes.tif", tmp_path / "probabilities.tif"
-    monai_bundle("run", "--config_file", f"bundles/{name}/configs/inference.json",
-                 *overrides(input_path=str(epfl_dir / "test" / "slices"), output_path=str(classes),
-                            probabilities_path=str(probabilities), patch_size="[256,256]", num_filters="8"),
-                 cwd=project)
+    monai_bundle("run", "--config_file", config(project, name, "inference.json"),
+                 *overrides(dataset_dir=str(epfl_dir), probabilities_path=str(probabilities), patch_size="[256,256]",
+                            features="8"), cwd=elsewhere)
+    (project / "bundles" / name / "eval" / "classes.tif").rename(classes)  # default input and output of the data set
     labels, probs = tifffile.imread(classes), tifffile.imread(probabilities)
     assert labels.shape == (5, 768, 1024) and labels.dtype == np.uint8 and labels.max() < 6
     assert probs.shape == (5, 6, 768, 1024) and probs.dtype == np.float32
@@ -103,15 +106,15 @@ def test_inference_writes_class_map_and_probabilities(trained, epfl_dir, tmp_pat
     np.testing.assert_array_equal(probs.argmax(1), labels)
 
 
-def test_ternausnet_trains_on_isbi_with_the_documented_override(project, isbi_dir):
-    monai_bundle("run", "training", "--config_file", "bundles/ternausnet11/configs/train.json",
-                 *overrides(dataset="isbi2012", dataset_dir=str(isbi_dir), run_name="isbi-run", **TINY), cwd=project)
+def test_ternausnet_trains_on_isbi_with_the_documented_override(project, elsewhere, isbi_dir):
+    monai_bundle("run", "training", "--config_file", config(project, "ternausnet11", "train.json"),
+                 *overrides(dataset="isbi2012", dataset_dir=str(isbi_dir), run_name="isbi-run", **TINY), cwd=elsewhere)
     client, runs = mlflow_runs(project, "emseg-ternausnet11")
     (run,) = [r for r in runs if r.info.run_name == "isbi-run"]
     assert run.info.status == "FINISHED" and run.data.params["classes"] == "membrane,interior"
-    assert {"val_dice_interior", "val_mean_dice"} <= set(run.data.metrics)
+    assert {"val_v_rand", "val_dice_interior", "val_mean_dice"} <= set(run.data.metrics)  # the membrane task
 
 
 def test_ckpt_export_to_torchscript(trained):
     project, name = trained
-    assert export_bundle(project, name, 256, "--num_filters", "8").is_file()
+    assert export_bundle(project, name, 256, "--features", "8").is_file()

@@ -13,8 +13,12 @@ import pytest
 import tifffile
 
 from emseg.cli import main
-from emseg.data.download import download_isbi2012, interior_from_membrane_labels
-from emseg.data.isbi2012 import IMAGE_FILE, LABEL_FILE
+from emseg.data.isbi2012 import (
+    IMAGE_FILE,
+    LABEL_FILE,
+    download_isbi2012,
+    interior_from_membrane_labels,
+)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -7,18 +7,16 @@ import pytest
 from PIL import Image
 
 from emseg.data import (
-    EPFL_CLASSES,
-    EPFL_PRIORITY,
-    VolumeError,
     class_mask_datalist,
     cut_grid,
-    epfl_datalist,
     split_by_fractions,
     stitch_grid,
     tile_datalist,
 )
 from emseg.data.class_masks import read_mask
+from emseg.data.epfl import EPFL_CLASSES, EPFL_PRIORITY, epfl_datalist
 from emseg.data.splits import resolve_split
+from emseg.io import VolumeError
 
 
 def test_epfl_labels_have_exactly_the_class_values(epfl_dir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from emseg.handlers import ValidationFromEpoch
+from emseg.engine.handlers import ValidationFromEpoch
 
 
 def due_epochs(interval, start, max_epochs):

@@ -1,12 +1,23 @@
-"""Volume readers and writers on the real ISBI files and on files built from them."""
+"""emseg.io: readers (slice by slice and whole volumes) and writers of every format, on the real ISBI files and
+on files built from them; bad files are refused with their name."""
 
 from __future__ import annotations
 
+import h5py
+import nibabel as nib
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
-from emseg.data.io import VolumeError, natural_key, read_volume, write_nifti, write_slice_folder, write_tiff
+from emseg.io import (
+    VolumeError,
+    natural_key,
+    open_slices,
+    read_volume,
+    stack_writer,
+    write_volume,
+)
 
 
 def test_multipage_tiff(isbi_dir, isbi_volumes):
@@ -17,8 +28,9 @@ def test_multipage_tiff(isbi_dir, isbi_volumes):
 
 def test_png_folder_in_natural_order(tmp_path, isbi_volumes):
     image = isbi_volumes[0][:12]
-    write_slice_folder(tmp_path / "slices", image)  # slice_0.png ... slice_11.png
-    assert sorted(p.name for p in (tmp_path / "slices").iterdir())[:3] == ["slice_0.png", "slice_1.png", "slice_10.png"]
+    (tmp_path / "slices").mkdir()
+    for index, plane in enumerate(image):  # s0.png ... s11.png: "s10" sorts before "s2" as text
+        Image.fromarray(plane).save(tmp_path / "slices" / f"s{index}.png")
     np.testing.assert_array_equal(read_volume(tmp_path / "slices"), image)
 
 
@@ -44,8 +56,6 @@ def test_folder_of_tif_slices(tmp_path, isbi_volumes):
 
 
 def test_hdf5_with_and_without_key(tmp_path, isbi_volumes):
-    import h5py
-
     with h5py.File(tmp_path / "two.h5", "w") as f:
         f["raw"] = isbi_volumes[0][:4]
         f["labels/membranes"] = isbi_volumes[1][:4]
@@ -63,21 +73,21 @@ def test_nifti_round_trip_keeps_orientation_and_spacing(tmp_path, isbi_volumes):
     import nibabel as nib
 
     volume = isbi_volumes[0][:3, :100, :80]  # non-square, so a transposition would show
-    write_nifti(tmp_path / "v.nii.gz", volume, spacing=(50, 4, 4), dtype="uint8")
+    write_volume(tmp_path / "v.nii.gz", volume, "nifti", "uint8", spacing=(50, 4, 4))
     np.testing.assert_array_equal(read_volume(tmp_path / "v.nii.gz"), volume)
     assert nib.load(str(tmp_path / "v.nii.gz")).header.get_zooms() == (4.0, 4.0, 50.0)
 
 
 def test_tiff_writers_round_trip(tmp_path, isbi_volumes):
     probabilities = isbi_volumes[1][:3].astype(np.float32) / 255
-    write_tiff(tmp_path / "p.tif", probabilities, "float32")
+    write_volume(tmp_path / "p.tif", probabilities, "tiff", "float32")
     back = read_volume(tmp_path / "p.tif")
     assert back.dtype == np.float32
     np.testing.assert_array_equal(back, probabilities)
-    write_tiff(tmp_path / "m.tif", isbi_volumes[1][:1], "uint8")
+    write_volume(tmp_path / "m.tif", isbi_volumes[1][:1], "tiff", "uint8")
     np.testing.assert_array_equal(read_volume(tmp_path / "m.tif"), isbi_volumes[1][:1])
     with pytest.raises(VolumeError, match="outside 0..255"):
-        write_tiff(tmp_path / "bad.tif", probabilities * 300, "uint8")
+        write_volume(tmp_path / "bad.tif", probabilities * 300, "tiff", "uint8")
 
 
 def test_missing_file_is_named(tmp_path):
@@ -108,7 +118,7 @@ def test_empty_folder_is_named(tmp_path):
 def test_folder_with_mismatched_slices_is_named(tmp_path, isbi_volumes):
     Image.fromarray(isbi_volumes[0][0]).save(tmp_path / "a1.png")
     Image.fromarray(isbi_volumes[0][1][:256]).save(tmp_path / "a2.png")
-    with pytest.raises(VolumeError, match="a2.png: slice shape"):
+    with pytest.raises(VolumeError, match="a2.png: slice a2.png has shape"):
         read_volume(tmp_path)
 
 
@@ -124,3 +134,66 @@ def test_unknown_suffix_is_named(tmp_path):
     (tmp_path / "v.csv").write_text("1,2")
     with pytest.raises(VolumeError, match="v.csv: unsupported file type"):
         read_volume(tmp_path / "v.csv")
+
+
+@pytest.mark.parametrize("kind", ["tiff", "folder", "hdf5", "nifti"])
+def test_slices_equal_the_whole_volume(inputs, stack, kind):
+    key = "raw" if kind == "hdf5" else None
+    with open_slices(inputs[kind], key) as source:
+        assert len(source) == 3 and source.shape == (128, 96)
+        np.testing.assert_array_equal(np.stack(list(source)), stack)
+    np.testing.assert_array_equal(read_volume(inputs[kind], key), stack)
+
+
+def test_bad_inputs_are_named(tmp_path, inputs):
+    with pytest.raises(VolumeError, match="v.h5: give the dataset key"):
+        open_slices(inputs["hdf5"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VolumeError, match="empty: folder holds no image slices"):
+        open_slices(tmp_path / "empty")
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    with pytest.raises(VolumeError, match="bad.tif: not a readable TIFF"):
+        open_slices(tmp_path / "bad.tif")
+
+
+@pytest.mark.parametrize(("output_format", "name", "dtype"), [
+    ("tiff", "p.tif", "float32"), ("tiff", "m.tif", "uint8"), ("png", "masks", "uint8"), ("nifti", "p.nii", "float32"),
+    ("nifti", "p.nii.gz", "float32"),
+])
+def test_writers_round_trip_through_the_readers(tmp_path, stack, output_format, name, dtype):
+    data = stack if dtype == "uint8" else stack / np.float32(255)
+    path = tmp_path / name
+    with stack_writer(output_format, path, dtype, shape=stack.shape[1:], count=3, spacing=(0.05, 0.004, 0.004)) as w:
+        for image in data:
+            w.write(image)
+    back = read_volume(path)
+    assert back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back, data)
+    if output_format == "nifti":
+        assert nib.load(path).header.get_zooms() == pytest.approx((0.004, 0.004, 0.05))
+
+
+def test_channel_stack_and_interrupted_write(tmp_path):
+    path = tmp_path / "channels.tif"
+    with stack_writer("tiff", path) as w:
+        for z in range(2):
+            w.write(np.full((3, 8, 8), z, np.float32))
+    assert tifffile.imread(path).shape == (2, 3, 8, 8)
+    failed = tmp_path / "failed.tif"
+    with pytest.raises(RuntimeError), stack_writer("tiff", failed) as w:
+        w.write(np.zeros((8, 8), np.float32))
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == [path]  # nothing left of the interrupted stack
+
+
+def test_uint8_writer_refuses_values_out_of_range(tmp_path):
+    with pytest.raises(VolumeError, match="0..255"), stack_writer("tiff", tmp_path / "m.tif", "uint8") as w:
+        w.write(np.full((4, 4), 300.0))
+
+
+def test_tiff_with_all_slices_in_one_page_reads_alike(tmp_path, stack):
+    path = tmp_path / "samples.tif"
+    tifffile.imwrite(path, stack)  # tifffile stores a (3, H, W) array as one page of 3 samples
+    with open_slices(path) as source:
+        assert len(source) == 3
+        np.testing.assert_array_equal(np.stack(list(source)), stack)

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 import tifffile
 
-from emseg.data import DatasetNotFoundError, VolumeError, isbi2012_datalist, load_isbi2012
-from emseg.data.datalist import check_split
-from emseg.data.isbi2012 import DEFAULT_SPLIT, IMAGE_FILE, LABEL_FILE
+from emseg.data import DatasetNotFoundError
+from emseg.data.isbi2012 import (
+    DEFAULT_SPLIT,
+    IMAGE_FILE,
+    LABEL_FILE,
+    isbi2012_datalist,
+    load_isbi2012,
+)
+from emseg.data.splits import check_split
+from emseg.io import VolumeError
 
 
 def test_default_split_items(isbi_dir, isbi_volumes):
@@ -51,7 +58,7 @@ def test_missing_dataset_dir_message(tmp_path):
 
 
 def test_offline_download_failure_message(tmp_path):
-    from emseg.data import ensure_isbi2012
+    from emseg.data.isbi2012 import ensure_isbi2012
 
     with pytest.raises(DatasetNotFoundError, match="lacks train-volume.tif, train-labels.tif.*download failed"):
         ensure_isbi2012(tmp_path, download=True, url="http://127.0.0.1:9/isbi.h5")  # port 9: nothing listens

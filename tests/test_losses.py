@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import training_losses
 
 from emseg.losses import LOSSES, build_loss

@@ -9,7 +9,13 @@ from conftest import training_losses
 from monai.networks.nets import BasicUNetPlusPlus
 
 from emseg.losses import build_loss
-from emseg.networks import CENet, EncoderDecoder, TernausNet11, TernausNet16, UNetPlusPlus
+from emseg.networks import (
+    CENet,
+    EncoderDecoder,
+    TernausNet11,
+    TernausNet16,
+    UNetPlusPlus,
+)
 from emseg.networks.cenet import resnet34_encoder
 
 SMALL_UNETPP = (8, 8, 16, 32, 64, 8)

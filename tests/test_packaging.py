@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import REPO_ROOT, copy_bundles, monai_bundle, overrides, train_bundle
 
-from emseg.packaging import BundleError, pack_bundle, verify_bundle
+from emseg.bundle.pack import BundleError, pack_bundle, verify_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +23,11 @@ FEATURES = "[8,8,16,32,64,8]"
 
 @pytest.fixture(scope="module")
 def trained_unet(tmp_path_factory, isbi_dir) -> Path:
-    """A temporary project with a tiny trained U-Net, its docs and licence (what packing needs)."""
+    """A temporary project with a copy of the U-Net bundle, trained tiny."""
     project = copy_bundles(tmp_path_factory.mktemp("project"), ["unet"])
-    for extra in ("docs", "LICENSE"):
-        source = REPO_ROOT / "bundles" / "unet" / extra
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, project / "bundles" / "unet" / extra)
     train_bundle(project, "unet", overrides(dataset_dir=str(isbi_dir), epochs="1", epoch_length="2", val_interval="1",
                                             batch_size="2", crops_per_slice="2", patch_size="[64,64]",
-                                            features=FEATURES, download="False"))
+                                            features=FEATURES, download="False"), cwd=project)
     return project
 
 
@@ -50,8 +45,9 @@ def test_pack_has_the_bundle_layout_and_checksums(packed):
             "unet/docs/README.md", "unet/models/model.pt", "unet/models/model.ts", "unet/large_files.json"} <= names
     inference = json.loads(zipfile.ZipFile(packed).read("unet/configs/inference.json"))
     assert not any("emseg" in json.dumps(v) for v in inference.values())  # MONAI, torch and tifffile only
-    for config in ("train.json", "evaluate.json", "inference_emseg.json"):  # shared references resolved
-        assert "%bundles/" not in zipfile.ZipFile(packed).read(f"unet/configs/{config}").decode()
+    for config in ("train.json", "evaluate.json", "inference_emseg.json"):  # the bundle's own, with the packed widths
+        packed_config = json.loads(zipfile.ZipFile(packed).read(f"unet/configs/{config}"))
+        assert packed_config.get("features", json.loads(FEATURES)) == json.loads(FEATURES)
     assert verify_bundle(packed)["version"] == version
 
 

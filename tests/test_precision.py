@@ -7,7 +7,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import BasicUNet
 
-from emseg.precision import AutocastInferer, prepare_network
+from emseg.engine.precision import AutocastInferer, prepare_network
 
 
 def _net():

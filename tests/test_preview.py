@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import REPO_ROOT
 from PIL import Image
 
-from conftest import REPO_ROOT
+from emseg.bundle.preview import augmented_pairs, preview_grid
 from emseg.cli import main
-from emseg.preview import augmented_pairs, preview_grid
 
 
 def test_preview_grid_size(tmp_path, isbi_dir):

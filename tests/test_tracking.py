@@ -6,7 +6,13 @@ import mlflow
 import pytest
 from ignite.engine import Engine
 
-from emseg.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, MLflowTracker, default_tracking_uri, unique_run_name
+from emseg.engine.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    MLflowTracker,
+    default_tracking_uri,
+    unique_run_name,
+)
 
 
 def _run(tmp_path, step, name):

@@ -6,12 +6,12 @@ import pytest
 import torch
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 
-from emseg.tta import ALL_TRANSFORMS, FlipRotateInferer
+from emseg.engine.tta import ALL_TRANSFORMS, FlipRotateInferer
 
 
 def test_eight_distinct_symmetries():
     x = torch.arange(12.0).reshape(1, 1, 3, 4)
-    from emseg.tta import _forward, _inverse
+    from emseg.engine.tta import _forward, _inverse
 
     images = {tuple(_forward(x, k, f).flatten().tolist()) + tuple(_forward(x, k, f).shape) for k, f in ALL_TRANSFORMS}
     assert len(images) == 8
@@ -47,7 +47,7 @@ def test_symmetric_input_gives_symmetric_output():
     with torch.no_grad():
         out = FlipRotateInferer(SimpleInferer())(x, net)
     for k, f in ALL_TRANSFORMS:
-        from emseg.tta import _forward
+        from emseg.engine.tta import _forward
 
         torch.testing.assert_close(_forward(out, k, f), out, rtol=1e-5, atol=1e-6)
 
@@ -55,3 +55,9 @@ def test_symmetric_input_gives_symmetric_output():
 def test_empty_transform_list_is_refused():
     with pytest.raises(ValueError, match="at least one transform"):
         FlipRotateInferer(SimpleInferer(), [])
+
+
+def test_all_by_name_is_the_eight_symmetries():
+    assert FlipRotateInferer(SimpleInferer(), "all").transforms == [(k, f) for k, f in ALL_TRANSFORMS]
+    with pytest.raises(ValueError, match="'all' or a list"):
+        FlipRotateInferer(SimpleInferer(), "every")

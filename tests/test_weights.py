@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emseg.inference import load_state_dict, load_weights
+from emseg.networks import load_state_dict, load_weights
 
 
 class Payload:

@@ -1,7 +1,12 @@
 """Data sets by name (ISBI 2012, EPFL hippocampus, a lab's folders), splits, tiling, downloads."""
 
 from emseg.data.class_masks import class_index_map, class_mask_datalist
-from emseg.data.datalist import DatasetNotFoundError, binary_label, check_pair, slice_datalist
+from emseg.data.datalist import (
+    DatasetNotFoundError,
+    binary_label,
+    check_pair,
+    slice_datalist,
+)
 from emseg.data.datasets import (
     DATASETS,
     class_names,

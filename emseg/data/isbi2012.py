@@ -15,7 +15,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from emseg.data.datalist import DatasetNotFoundError, binary_label, check_pair, slice_datalist
+from emseg.data.datalist import (
+    DatasetNotFoundError,
+    binary_label,
+    check_pair,
+    slice_datalist,
+)
 from emseg.data.download import download_file
 from emseg.data.splits import check_split
 from emseg.io import VolumeError, read_volume, write_volume

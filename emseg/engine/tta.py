@@ -25,13 +25,20 @@ def _inverse(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 class FlipRotateInferer(Inferer):
     """Run ``inferer`` on each of ``transforms`` (default: all 8 flips/rotations) and average the outputs.
 
-    Outputs are mapped back before averaging, so the result is aligned with the input.
+    ``transforms`` is a list of ``[quarter_turns, flip]`` pairs, or ``"all"`` for the 8 symmetries of a square
+    (``--tta_transforms all`` on the bundle CLI). Outputs are mapped back before averaging, so the result is
+    aligned with the input.
     With ``activation`` (e.g. softmax) the average is taken over probabilities, not logits.
     """
 
-    def __init__(self, inferer: Inferer, transforms: Sequence[Sequence] = ALL_TRANSFORMS,
+    def __init__(self, inferer: Inferer, transforms: Sequence[Sequence] | str = ALL_TRANSFORMS,
                  activation: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.inferer = inferer
+        if isinstance(transforms, str):
+            if transforms != "all":
+                raise ValueError(f"tta_transforms must be 'all' or a list of [quarter_turns, flip] pairs, "
+                                 f"got {transforms!r}")
+            transforms = ALL_TRANSFORMS
         self.transforms = [(int(k) % 4, bool(flip)) for k, flip in transforms]
         if not self.transforms:
             raise ValueError("test-time augmentation needs at least one transform, e.g. [[0, false]]")

@@ -16,7 +16,13 @@ import torch
 from monai.handlers import IgniteMetricHandler, MeanDice, MeanIoUHandler, from_engine
 from monai.metrics import CumulativeIterationMetric
 
-from emseg.evaluation.challenge import SCORE_NAMES, THRESHOLDS, best_threshold, challenge_scores, pixel_scores
+from emseg.evaluation.challenge import (
+    SCORE_NAMES,
+    THRESHOLDS,
+    best_threshold,
+    challenge_scores,
+    pixel_scores,
+)
 from emseg.evaluation.scores import BACKGROUND
 
 

@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emseg.evaluation.challenge import SCORE_NAMES, THRESHOLDS, best_threshold, challenge_scores, pixel_scores
+from emseg.evaluation.challenge import (
+    SCORE_NAMES,
+    THRESHOLDS,
+    best_threshold,
+    challenge_scores,
+    pixel_scores,
+)
 
 BACKGROUND = "background"
 

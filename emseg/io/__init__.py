@@ -4,7 +4,13 @@ Reading slice by slice is the primitive (:func:`open_slices`); :func:`read_volum
 volumes on it. Writers take one slice at a time and publish the output atomically.
 """
 
-from emseg.io.readers import READERS, list_slice_files, open_slices, read_image, read_volume
+from emseg.io.readers import (
+    READERS,
+    list_slice_files,
+    open_slices,
+    read_image,
+    read_volume,
+)
 from emseg.io.source import SliceSource, VolumeError, natural_key
 from emseg.io.writers import FORMATS, WRITERS, StackWriter, stack_writer, write_volume
 

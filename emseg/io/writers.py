@@ -26,6 +26,7 @@ import numpy as np
 
 from emseg.io.source import VolumeError
 
+
 def _partial(path: Path) -> Path:
     return path.with_name(path.name + ".part")
 

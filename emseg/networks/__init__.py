@@ -4,11 +4,20 @@ MONAI's ``BasicUNet`` is used directly by the U-Net bundle; everything here buil
 MONAI layers (its ResNet for the CE-Net encoder) rather than re-typing them.
 """
 
-from emseg.networks.cenet import CENet, DenseAtrousConvolution, LinkNetDecoderBlock, ResidualMultiKernelPooling
+from emseg.networks.cenet import (
+    CENet,
+    DenseAtrousConvolution,
+    LinkNetDecoderBlock,
+    ResidualMultiKernelPooling,
+)
 from emseg.networks.encdec import EncoderDecoder
-from emseg.networks.weights import load_pretrained_encoder, load_state_dict, load_weights
 from emseg.networks.ternausnet import TernausNet, TernausNet11, TernausNet16, VGGEncoder
 from emseg.networks.unetpp import UNetPlusPlus
+from emseg.networks.weights import (
+    load_pretrained_encoder,
+    load_state_dict,
+    load_weights,
+)
 
 __all__ = [
     "CENet",

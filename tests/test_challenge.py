@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from emseg.metrics import (
+from emseg.evaluation.challenge import (
     SCORE_NAMES,
     THRESHOLDS,
     best_threshold,
