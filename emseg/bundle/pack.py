@@ -30,7 +30,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = Path(__file__).parent / "resources" / "bundle_metadata_schema.json"
+SCHEMA = Path(__file__).parents[1] / "resources" / "bundle_metadata_schema.json"
 MODEL_FILES = ("models/model.pt", "models/model.ts")
 EMSEG_CONFIGS = ("train.json", "evaluate.json", "inference.json")
 
