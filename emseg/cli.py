@@ -4,7 +4,8 @@
     emseg evaluate PRED GT [--output DIR]
     emseg augment preview --bundle bundles/unet --n 8 --out aug.png [--save DIR --count 1000]
     emseg bundle render [bundles/unet ...] [--check]
-    emseg bundle pack bundles/unet [--output DIR] [--set features=[8,8,16,32,64,8]]
+    emseg bundle promote bundles/unet --run_name unet-20261122-101500-0a1b2c3d
+    emseg bundle pack bundles/unet [--run_name NAME] [--output DIR]
     emseg bundle verify unet_v0.2.0.zip
 """
 
@@ -71,8 +72,17 @@ def _bundle_pack(args: argparse.Namespace) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    path = pack_bundle(args.bundle, args.output, weights=args.weights, overrides=overrides)
+    path = pack_bundle(args.bundle, args.output, run_name=args.run_name, weights=args.weights, overrides=overrides)
     print(f"packed {args.bundle} into {path}")
+    return 0
+
+
+def _bundle_promote(args: argparse.Namespace) -> int:
+    from emseg.engine.runs import promote
+
+    bundle = Path(args.bundle)
+    target = promote(bundle / "runs" / args.run_name, bundle / "models")
+    print(f"{target}: now the best model of run {args.run_name} (sidecar {target.with_name('model.json')})")
     return 0
 
 
@@ -179,10 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     pack = bundle.add_parser("pack", help="zip a trained bundle (TorchScript, checksums, MONAI-only inference)")
     pack.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
     pack.add_argument("--output", default=None, help="folder for NAME_vVERSION.zip (default: the project root)")
-    pack.add_argument("--weights", default=None, help="weights to pack (default: the bundle's models/model.pt)")
+    pack.add_argument("--run_name", default=None, help="pack this run's best model (default: the promoted model)")
+    pack.add_argument("--weights", default=None, help="a weights file from elsewhere (with --set network_from=config "
+                                                      "and the network's keys)")
     pack.add_argument("--set", action="append", metavar="KEY=VALUE",
-                      help="config key the weights were trained with, e.g. features=[8,8,16,32,64,8] (repeatable)")
+                      help="config key to set in the packed configs, e.g. features=[8,8,16,32,64,8] (repeatable)")
     pack.set_defaults(func=_bundle_pack)
+    promote = bundle.add_parser("promote", help="make a finished run's best model the bundle's models/model.pt")
+    promote.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
+    promote.add_argument("--run_name", required=True, help="the run (a folder under the bundle's runs/)")
+    promote.set_defaults(func=_bundle_promote)
     verify = bundle.add_parser("verify", help="check a packed bundle: schema, checksums, network input/output")
     verify.add_argument("zip", help="NAME_vVERSION.zip")
     verify.set_defaults(func=_bundle_verify)

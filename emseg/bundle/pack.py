@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from emseg.io.files import sha256
+
 logger = logging.getLogger(__name__)
 
 SCHEMA = Path(__file__).parents[1] / "resources" / "bundle_metadata_schema.json"
@@ -37,15 +39,6 @@ EMSEG_CONFIGS = ("train.json", "evaluate.json", "inference.json")
 
 class BundleError(ValueError):
     """A bundle (folder or zip) that is incomplete, tampered with or inconsistent; the message names it."""
-
-
-def sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _resolved(config: dict, keys, bundle_dir: Path) -> dict:
@@ -102,11 +95,13 @@ def export_torchscript(config: dict, weights: Path, target: Path, meta: dict, in
     from monai.bundle import ConfigParser
     from monai.data import save_net_with_metadata
 
+    from emseg.engine.runs import network_for
     from emseg.networks import load_weights
 
     parser = ConfigParser(config)
     parser["bundle_root"] = str(weights.parent.parent)  # not run by a bundle workflow here
-    network = load_weights(parser.get_parsed_content("network_def"), weights).float()
+    network = network_for(weights, parser.get_parsed_content("network_def"), parser.get_parsed_content("network_from"))
+    network = load_weights(network, weights).float()
     example = torch.zeros(1, 1, *parser.get_parsed_content("patch_size"))
     with torch.no_grad():
         traced = torch.jit.trace(network, example, check_trace=False)
@@ -125,25 +120,75 @@ def _config_with_overrides(config_file: Path, overrides: dict) -> dict:
     return parser.get()
 
 
-def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, weights: str | Path | None = None,
-                overrides: dict | None = None) -> Path:
-    """Write ``NAME_vVERSION.zip`` for the bundle in ``bundle_dir`` (weights: ``models/model.pt``); return its path.
+def evaluation_of(bundle_dir: Path, digest: str) -> dict | None:
+    """The newest ``eval/*/evaluation.json`` of the bundle that scored exactly the weights with sha256 ``digest``."""
+    found = []
+    for path in (bundle_dir / "eval").glob("*/evaluation.json"):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if (record.get("weights") or {}).get("sha256") == digest:
+            found.append((path.stat().st_mtime, record))
+    return max(found, key=lambda item: item[0])[1] if found else None
 
-    ``overrides`` set keys of every config (as ``--key value`` does on the bundle CLI), for weights
-    trained with other widths or patch size than the defaults. The zip goes to ``output_dir``
-    (default: the project root, the folder holding ``bundles/``, or the bundle's parent folder).
+
+def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None, dict]:
+    """``eval_metrics`` of the weights with sha256 ``digest`` (None when they were never evaluated) and where the
+    weights come from: run, MLflow run id, data set and split, and the evaluation the scores are from."""
+    evaluation = evaluation_of(bundle_dir, digest)
+    origin = {
+        "weights_sha256": digest,
+        "run_name": record.get("run_name"),
+        "mlflow_run_id": record.get("mlflow_run_id"),
+        "selected_by": {k: record.get(k) for k in ("metric", "value", "epoch")} if "metric" in record else None,
+        "dataset": record.get("dataset"),
+        "split": record.get("split"),
+        "evaluation": "not evaluated",
+    }
+    if evaluation is None:
+        return None, origin
+    split = evaluation.get("eval_split", "test")
+    origin.update(evaluation=evaluation.get("evaluation"), eval_split=split, eval_dataset=evaluation.get("dataset"),
+                  eval_slices=evaluation.get("slices"))
+    metrics = {f"{split}_{key}": value for key, value in evaluation["scores"].items() if value == value}  # not NaN
+    return metrics, origin
+
+
+def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, run_name: str | None = None,
+                weights: str | Path | None = None, overrides: dict | None = None) -> Path:
+    """Write ``NAME_vVERSION.zip`` for the bundle in ``bundle_dir``; return its path.
+
+    The weights are the promoted model (``models/model.pt``), run ``run_name``'s best model, or the file
+    ``weights``. The network is the one saved with them (``overrides`` may set ``network_from`` to ``config``
+    and the network's keys, for weights trained elsewhere). ``metadata.json``'s ``eval_metrics`` are replaced by
+    the scores of exactly these weights, from the bundle's evaluation of them (matched by sha256), or removed when
+    they were never evaluated; ``emseg_provenance`` records the run, MLflow run id, data set and split. The zip goes
+    to ``output_dir`` (default: the project root, the folder holding ``bundles/``, or the bundle's parent folder).
     """
     from emseg.bundle.paths import project_root
+    from emseg.engine.runs import weights_path, weights_record
 
     bundle_dir = Path(bundle_dir).resolve()
     name = bundle_dir.name
     meta_file = bundle_dir / "configs" / "metadata.json"
-    weights = Path(weights) if weights else bundle_dir / "models" / "model.pt"
+    weights = Path(weights) if weights else Path(weights_path(bundle_dir, run_name))
     for required in (meta_file, bundle_dir / "LICENSE", bundle_dir / "docs" / "README.md", weights):
         if not required.is_file():
             raise BundleError(f"{required}: missing, cannot pack {bundle_dir}" +
                               (" (train the bundle first)" if required == weights else ""))
+    data = weights.read_bytes()  # read once: the digest, the export and the packed file are the same bytes
+    digest = hashlib.sha256(data).hexdigest()
+    record = weights_record(weights)
+    if record.get("weights_sha256", digest) != digest:
+        raise BundleError(f"{weights}: {weights.with_name('model.json')} describes other weights (sha256 "
+                          f"{record['weights_sha256'][:12]}..., this file {digest[:12]}...); promote the run again "
+                          f"(emseg bundle promote) or pack a run's weights with --run_name")
     meta = json.loads(meta_file.read_text())
+    eval_metrics, meta["emseg_provenance"] = provenance(bundle_dir, digest, record)
+    meta.pop("eval_metrics", None)
+    if eval_metrics:
+        meta["eval_metrics"] = eval_metrics
     default_output = bundle_dir.parent if project_root(bundle_dir) == str(bundle_dir) else project_root(bundle_dir)
     zip_path = Path(output_dir or default_output) / f"{name}_v{meta['version']}.zip"
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,8 +209,11 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, we
         (root / "docs" / "README.md").write_bytes((bundle_dir / "docs" / "README.md").read_bytes())
         (root / "LICENSE").write_bytes((bundle_dir / "LICENSE").read_bytes())
         (root / "models").mkdir()
-        (root / "models" / "model.pt").write_bytes(weights.read_bytes())
-        export_torchscript(configs["inference.json"], weights, root / "models" / "model.ts", meta, packed_inference)
+        (root / "models" / "model.pt").write_bytes(data)
+        if record:  # what was saved with the weights (network, run): the packed emseg configs need no retyping
+            (root / "models" / "model.json").write_text(json.dumps({**record, "weights_sha256": digest}, indent=2))
+        export_torchscript(configs["inference.json"], root / "models" / "model.pt", root / "models" / "model.ts", meta,
+                           packed_inference)
         large_files = [{"path": f, "url": "", "hash_val": sha256(root / f), "hash_type": "sha256"} for f in MODEL_FILES]
         (root / "large_files.json").write_text(json.dumps({"large_files": large_files}, indent=4))
         zip_path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +221,7 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, we
             for path in sorted(root.rglob("*")):
                 if path.is_file():
                     archive.write(path, path.relative_to(root.parent).as_posix())
-    logger.info("packed %s into %s", bundle_dir, zip_path)
+    logger.info("packed %s (%s) into %s", bundle_dir, weights, zip_path)
     return zip_path
 
 

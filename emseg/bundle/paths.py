@@ -29,13 +29,26 @@ def running_workflow():
     return None
 
 
+def _running_script_config() -> Path | None:
+    """The first config file of a MONAI bundle script running without a workflow (``ckpt_export``, ...)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "monai.bundle.scripts" and frame.f_locals.get("config_file_"):
+            files = frame.f_locals["config_file_"]
+            return Path(files if isinstance(files, (str, Path)) else files[0])
+        frame = frame.f_back
+    return None
+
+
 def bundle_root() -> str:
-    """Absolute path of the running bundle: the folder holding the ``configs/`` folder of the config files."""
+    """Absolute path of the running bundle: the folder holding the ``configs/`` folder of the config files
+    (of the running MONAI workflow, or of a MONAI bundle script such as ``ckpt_export``)."""
     workflow = running_workflow()
-    if workflow is None:
+    configs = Path(workflow.config_root_path) if workflow is not None else _running_script_config()
+    if configs is None:
         raise RuntimeError("bundle_root: no MONAI bundle workflow is running; set bundle_root explicitly "
                            "(--bundle_root PATH, or an override when parsing the config in Python)")
-    configs = Path(workflow.config_root_path).resolve()
+    configs = configs.resolve() if workflow is not None else configs.resolve().parent
     return str(configs.parent if configs.name == "configs" else configs)
 
 

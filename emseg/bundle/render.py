@@ -16,9 +16,9 @@ it; any other recipe key (a network's width key, say) is new and goes into ``tra
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from emseg.io.files import write_text_atomically
 
 TEMPLATES = Path(__file__).parent / "templates"
 RECIPE = "recipe.json"
@@ -75,13 +75,6 @@ def rendered_files(bundle_dir: str | Path) -> dict[str, str]:
     return files
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def render_bundle(bundle_dir: str | Path) -> list[Path]:
     """Write the bundle's rendered configs; return the files that changed."""
     configs = Path(bundle_dir) / "configs"
@@ -90,7 +83,7 @@ def render_bundle(bundle_dir: str | Path) -> list[Path]:
     for name, text in rendered_files(bundle_dir).items():
         path = configs / name
         if not path.is_file() or path.read_text() != text:
-            _write_atomically(path, text)
+            write_text_atomically(path, text)
             changed.append(path)
     return changed
 

@@ -83,3 +83,22 @@ class ValidationFromEpoch(ValidationHandler):
         if self.validator is None:
             raise RuntimeError("please set validator in __init__() or call `set_validator()` before training.")
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self)
+
+
+class LoadWeights:
+    """Load ``network``'s weights from ``path`` when the engine starts (as tensors only) and record which:
+    ``engine.state.weights`` gets the file, the sha256 of the bytes loaded and what was saved with them
+    (the run or promoted model's record), so a report can say exactly what it scored."""
+
+    def __init__(self, path: str, network: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+        self.path, self.network, self.device = path, network, device
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from emseg.engine.runs import weights_record
+        from emseg.networks import load_weights_with_digest
+
+        _, digest = load_weights_with_digest(self.network, self.path, self.device)
+        engine.state.weights = {"path": str(self.path), "sha256": digest, "record": weights_record(self.path)}

@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import secrets
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from monai.handlers import MLFlowHandler
 from monai.utils import path_to_sqlite_uri
 
 from emseg.bundle.paths import running_workflow
+from emseg.engine.runs import RunFolder, interrupt_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +33,41 @@ EXPERIMENT_KIND = "custom_model_development"
 
 
 def unique_run_name(prefix: str) -> str:
-    """``prefix-YYYYmmdd-HHMMSS-xxxx``: unique, so MONAI's handler never joins another unfinished run."""
-    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    """``prefix-YYYYmmdd-HHMMSS-xxxxxxxx``: 32 random bits, so names made in the same second do not collide
+    (two in 20 a second: about 1 in 10^7) and MONAI's handler never joins another unfinished run."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
 
 def default_tracking_uri(project_root: str | Path) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the SQLite store at ``project_root/mlruns.db``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or path_to_sqlite_uri(str(Path(project_root).resolve() / STORE_NAME))
+
+
+_PREPARED: set[str] = set()
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Create (or migrate) a SQLite MLflow store once, under a file lock beside it.
+
+    MLflow creates the tables of a new SQLite store on first use; two processes doing that at once break its
+    migration for good ("table _alembic_tmp_tags already exists"). The lock makes the second wait until the first
+    has finished, then find the store ready. Other stores (servers) need nothing.
+    """
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _PREPARED:
+        return
+    import fcntl
+
+    import mlflow
+
+    database = Path(tracking_uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            mlflow.MlflowClient(tracking_uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _PREPARED.add(tracking_uri)
 
 
 def running_bundle_config() -> dict | None:
@@ -49,39 +76,46 @@ def running_bundle_config() -> dict | None:
     return None if workflow is None else workflow.parser.get()
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"stopped by signal {signum}")
-
-
-def _interrupt_on_sigterm() -> None:
-    """Turn SIGTERM (``kill``, a batch system's time limit) into KeyboardInterrupt, so runs end KILLED."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-
-
 class MLflowTracker(MLFlowHandler):
-    """MONAI's MLFlowHandler plus failure status, config artifact and experiment tag.
+    """MONAI's MLFlowHandler plus failure status, config artifact, experiment tag, run folder and lineage.
 
     Args:
         config_path: where to write the running bundle's config (JSON) at start; it is
             logged as an artifact when it lies in ``artifacts``. None: do not write it.
+        run_dir: a training run's folder (:class:`emseg.engine.runs.RunFolder`): the MLflow run id goes into
+            its record, and a resumed run continues the same MLflow run.
+        parent_run_id: the MLflow run this one derives from (an evaluation's training run): this run is tagged as
+            its child, and at the end this run's metrics are logged to the parent too, prefixed by
+            ``parent_prefix`` (e.g. ``test_v_rand`` on the training run).
         All other arguments are those of ``monai.handlers.MLFlowHandler``.
     """
 
-    def __init__(self, *args: Any, config_path: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, config_path: str | None = None, run_dir: str | None = None,
+                 parent_run_id: str | None = None, parent_prefix: str = "", **kwargs: Any) -> None:
+        tracking_uri = kwargs.get("tracking_uri") or (args[0] if args else None)
+        if tracking_uri:
+            prepare_store(tracking_uri)
         super().__init__(*args, **kwargs)
-        self.config_path = config_path
+        self.config_path, self.run_dir = config_path, run_dir
+        self.parent_run_id, self.parent_prefix = parent_run_id, parent_prefix
 
     def attach(self, engine: Engine) -> None:
         # Registered first so it runs before StatsHandler re-raises the exception.
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.fail)
+        if self.parent_run_id:
+            engine.add_event_handler(Events.COMPLETED, self._log_to_parent)
         super().attach(engine)
-        _interrupt_on_sigterm()
+        interrupt_on_sigterm()
 
     def start(self, engine: Engine) -> None:
         super().start(engine)
+        run_id = self.cur_run.info.run_id
         if self.experiment is not None and self.experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             self.client.set_experiment_tag(self.experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if self.run_dir:
+            RunFolder(self.run_dir).update(mlflow_run_id=run_id, tracking_uri=self.client.tracking_uri)
+        if self.parent_run_id:
+            self.client.set_tag(run_id, "mlflow.parentRunId", self.parent_run_id)
         if self.config_path and engine.state.epoch == 0:
             config = running_bundle_config()
             if config is not None:
@@ -91,7 +125,20 @@ class MLflowTracker(MLFlowHandler):
 
     def _log_params(self, params: dict[str, Any]) -> None:
         # MLflow limits a param value to 500 characters; the whole config is an artifact.
-        super()._log_params({k: (str(v)[:497] + "...") if len(str(v)) > 500 else v for k, v in params.items()})
+        params = {k: (str(v)[:497] + "...") if len(str(v)) > 500 else v for k, v in params.items()}
+        logged = self.client.get_run(self.cur_run.info.run_id).data.params if self.cur_run else {}
+        for key in [k for k in params if k in logged]:  # a resumed run: MLflow refuses to change a param
+            if str(params[key]) != logged[key]:
+                logger.warning("param %s stays %s in MLflow run %s (now %s)", key, logged[key], self.cur_run.info.run_id,
+                               params[key])
+            del params[key]
+        super()._log_params(params)
+
+    def _log_to_parent(self, engine: Engine) -> None:
+        metrics = {self.parent_prefix + k: float(v) for k, v in engine.state.metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for key, value in metrics.items():
+            self.client.log_metric(self.parent_run_id, key, value)
 
     def fail(self, engine: Engine, error: BaseException) -> None:
         """Mark the run FAILED (KILLED on Ctrl-C), then let the error propagate."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from ignite.engine import Engine, Events
 
 from emseg.evaluation.scores import score_stack
+from emseg.io.files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -21,15 +24,22 @@ class EvaluationReport:
     tracker attached after this handler logs them. Reads per-class probabilities from ``prob_key`` and the
     one-hot label from ``label_key`` of the evaluator's output.
 
+    With ``record``, also writes ``evaluation.json``: the record (data set, split, ...), the weights scored (the
+    file, the sha256 of its bytes and the run they came from, as :class:`emseg.engine.handlers.LoadWeights` puts
+    them in ``engine.state.weights``) and the summary's numbers, so a packed model can carry its own scores.
+
     Args:
         output_dir: where the report goes.
         class_names: names of the label values 0, 1, ...
         interior_class: the cell-interior class of a membrane task (adds the ISBI challenge scores), or None.
+        record: what to write into ``evaluation.json`` besides the scores and weights; None: no such file.
     """
 
     def __init__(self, output_dir: str, class_names: Sequence[str], interior_class: int | None = None,
-                 prob_key: str = "prob", label_key: str = "label", name_key: str = "name", prefix: str = "") -> None:
+                 prob_key: str = "prob", label_key: str = "label", name_key: str = "name", prefix: str = "",
+                 record: Mapping | None = None) -> None:
         self.output_dir = output_dir
+        self.record = record
         self.class_names, self.interior_class = list(class_names), interior_class
         self.prob_key, self.label_key, self.name_key, self.prefix = prob_key, label_key, name_key, prefix
         self._items: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -51,6 +61,10 @@ class EvaluationReport:
         scores = score_stack(probabilities, labels, self.class_names, self.interior_class, names)
         csv_path, json_path = scores.write(self.output_dir)
         logger.info("evaluation of %d slices:\n%s\nwrote %s and %s", len(names), scores.table(), csv_path, json_path)
-        for key, value in scores.summary.items():
-            if isinstance(value, float):
-                engine.state.metrics[self.prefix + key] = value
+        numbers = {key: value for key, value in scores.summary.items() if isinstance(value, float)}
+        for key, value in numbers.items():
+            engine.state.metrics[self.prefix + key] = value
+        if self.record is not None:
+            record = {**self.record, "weights": getattr(engine.state, "weights", None), "slices": list(names),
+                      "scores": numbers}
+            write_text_atomically(Path(self.output_dir) / "evaluation.json", json.dumps(record, indent=2, default=str))

@@ -17,6 +17,8 @@ from emseg.networks.weights import (
     load_pretrained_encoder,
     load_state_dict,
     load_weights,
+    load_weights_with_digest,
+    read_state_dict,
 )
 
 __all__ = [
@@ -33,4 +35,6 @@ __all__ = [
     "load_pretrained_encoder",
     "load_state_dict",
     "load_weights",
+    "load_weights_with_digest",
+    "read_state_dict",
 ]

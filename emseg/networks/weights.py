@@ -12,6 +12,8 @@ the same activations).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import pickle
 from pathlib import Path
@@ -23,17 +25,19 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
-def load_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """Load network weights from ``path`` without executing pickled code.
+def read_state_dict(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict, str]:
+    """Network weights from ``path`` and the sha256 of the bytes they were read from (read once, so the digest
+    names exactly these weights even if the file is replaced meanwhile). Nothing pickled is executed.
 
-    Accepts a plain state dict (``models/model.pt``) or a training checkpoint with
-    a ``model`` entry. A file that needs arbitrary code to load is refused.
+    Accepts a plain state dict (``models/model.pt``) or a training checkpoint with a ``model`` entry. A file that
+    needs arbitrary code to load is refused.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint; train the bundle first or set ckpt_path")
+        raise FileNotFoundError(f"{path}: no such checkpoint; train the bundle first, or set ckpt_path or run_name")
+    data = path.read_bytes()
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path}: refused, the checkpoint holds objects other than tensors ({err})") from err
     except RuntimeError as err:
@@ -42,16 +46,29 @@ def load_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dic
         state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return state
+    return state, hashlib.sha256(data).hexdigest()
+
+
+def load_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Network weights from ``path`` (see :func:`read_state_dict`)."""
+    return read_state_dict(path, device)[0]
 
 
 def load_weights(network: nn.Module, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """``network`` with the weights from ``path`` loaded (strictly) and switched to eval mode."""
+    return load_weights_with_digest(network, path, device)[0]
+
+
+def load_weights_with_digest(network: nn.Module, path: str | Path,
+                             device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
+    """:func:`load_weights`, and the sha256 of the file's bytes that were loaded."""
+    state, digest = read_state_dict(path, device)
     try:
-        network.load_state_dict(load_state_dict(path, device))
+        network.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the network in the config ({err})") from err
-    return network.eval()
+        raise ValueError(f"{path}: weights do not fit the network ({err}); if they were trained elsewhere, set the "
+                         f"network's keys (--features ...) and --network_from config") from err
+    return network.eval(), digest
 
 
 def fold_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:

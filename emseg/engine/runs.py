@@ -1,0 +1,409 @@
+"""A training run owns its results: one folder and one MLflow run that hold the same things.
+
+    bundles/<name>/runs/<run_name>/
+      run.json            the record: status, process, MLflow run id, epochs done, best score, network, config digest
+      config.json         the config as run (command-line overrides included)
+      checkpoint_last.pt  model, optimizer, LR schedule, epoch and best score: written atomically at the end of an
+                          epoch once ``checkpoint_interval`` seconds have passed since the last one, at the end of
+                          the run, and when the run is stopped (SIGTERM, Ctrl-C); resuming starts from it
+      model_best.pt       the weights with the best finite key metric of validation
+      metrics.csv         one row per epoch: training loss and, where validated, the validation scores
+    bundles/<name>/models/model.pt, model.json
+                          the promoted model and its sidecar (the run it came from, its score, its network):
+                          replaced only when a run finishes successfully, with a finite best score
+
+Nothing one run writes is written by another: runs have their own folders, names are unique, and
+``models/`` changes only by promotion (atomic replacement). A rerun with the name of an unfinished run
+resumes it; a run left RUNNING by a process that is gone is marked KILLED the next time the bundle trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from emseg.io.files import replace_atomically, sha256, write_text_atomically
+
+logger = logging.getLogger(__name__)
+
+RECORD, CONFIG, LAST, BEST, METRICS = "run.json", "config.json", "checkpoint_last.pt", "model_best.pt", "metrics.csv"
+PROMOTED, SIDECAR = "model.pt", "model.json"
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or be used as asked; the message names the run folder and the fix."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, a batch system's time limit) into KeyboardInterrupt, so a run saves a checkpoint
+    and ends KILLED."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def save_atomically(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a reader never sees half a file."""
+    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _process_alive(pid: int | None, host: str | None) -> bool:
+    if pid is None or host != socket.gethostname():
+        return host is not None and host != socket.gethostname()  # another machine's run: cannot tell, assume alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFolder:
+    """The files of one training run (``bundles/<name>/runs/<run_name>/``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def record(self) -> dict:
+        """``run.json``, or an empty dict for a folder that has none."""
+        path = self.file(RECORD)
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise RunError(f"{path}: not valid JSON ({err}); the run record is damaged") from err
+
+    def update(self, **fields: Any) -> dict:
+        """Merge ``fields`` into ``run.json`` (written atomically) and return the record."""
+        record = {**self.record(), **fields, "updated": now()}
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(self.file(RECORD), json.dumps(record, indent=2, default=str) + "\n")
+        return record
+
+    def is_stale(self) -> bool:
+        """RUNNING in the record, but its process is gone."""
+        record = self.record()
+        return record.get("status") == RUNNING and not _process_alive(record.get("pid"), record.get("host"))
+
+
+def mark_stale_runs(runs_dir: str | Path, tracking_uri: str | None = None) -> list[str]:
+    """Mark every run under ``runs_dir`` that says RUNNING but whose process is gone as KILLED, in its record and
+    in MLflow; return their names."""
+    marked = []
+    for record_path in sorted(Path(runs_dir).glob(f"*/{RECORD}")):
+        folder = RunFolder(record_path.parent)
+        if folder.is_stale():
+            record = folder.update(status=KILLED, ended=now(), reason="its process ended without closing the run")
+            if tracking_uri and record.get("mlflow_run_id"):
+                _set_mlflow_status(tracking_uri, record["mlflow_run_id"], KILLED)
+            logger.warning("run %s was left RUNNING by a process that is gone: marked KILLED", folder.name)
+            marked.append(folder.name)
+    return marked
+
+
+def _set_mlflow_status(tracking_uri: str, run_id: str, status: str) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    if status == RUNNING:
+        client.update_run(run_id, status=RUNNING)
+    else:
+        client.set_terminated(run_id, status)
+
+
+def resolved_section(parser, section: str) -> Any:
+    """The config section ``section`` with every reference and expression replaced by its (JSON) value, so the
+    section can be rebuilt without the rest of the config (``_target_`` and other ``_`` keys stay as written)."""
+
+    def resolve(id_: str, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            return {k: (v if k.startswith("_") else resolve(f"{id_}#{k}", v)) for k, v in raw.items()}
+        if isinstance(raw, list):
+            return [resolve(f"{id_}#{i}", v) for i, v in enumerate(raw)]
+        if isinstance(raw, str) and raw.startswith(("@", "$", "%")):
+            value = parser.get_parsed_content(id_)
+            json.dumps(value)  # the saved network must be plain JSON
+            return value
+        return raw
+
+    return resolve(section, parser[section])
+
+
+def saved_network(network: Mapping) -> dict:
+    """A resolved ``network_def`` as saved with weights: the pretrained-encoder file is left out, since the
+    weights come from the checkpoint."""
+    return {k: (None if k == "pretrained_encoder" else v) for k, v in network.items()}
+
+
+def weights_path(bundle_root: str | Path, run_name: str | None = None) -> str:
+    """``models/model.pt`` (the promoted model) for ``run_name`` None, else ``runs/<run_name>/model_best.pt``."""
+    if run_name is None:
+        return str(Path(bundle_root) / "models" / PROMOTED)
+    folder = Path(bundle_root) / "runs" / str(run_name)
+    if not folder.is_dir():
+        runs = sorted(p.name for p in (Path(bundle_root) / "runs").glob("*/") if (p / RECORD).is_file())
+        raise RunError(f"{folder}: no such run; runs of this bundle: {', '.join(runs) or 'none'}")
+    return str(folder / BEST)
+
+
+def weights_record(weights: str | Path) -> dict:
+    """What was saved with ``weights``: the sidecar of a promoted model, or the run record of a run's best model."""
+    weights = Path(weights)
+    sidecar = weights.with_name(SIDECAR) if weights.name == PROMOTED else weights.with_name(RECORD)
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+
+
+def network_for(weights: str | Path, network_def: Any, network_from: str = "saved") -> torch.nn.Module:
+    """The network the ``weights`` were trained as: built from the network saved with them (``network_from``
+    "saved", the default), or from the config's ``network_def`` ("config", for weights from elsewhere).
+
+    ``network_def`` is the config's (parsed) network; it is used when nothing was saved with the weights.
+    """
+    from monai.bundle import ConfigParser
+
+    if network_from not in ("saved", "config"):
+        raise ValueError(f"network_from must be 'saved' or 'config', got {network_from!r}")
+    saved = weights_record(weights).get("network") if network_from == "saved" else None
+    if saved is None:
+        return network_def
+    network = ConfigParser({"network_def": saved}).get_parsed_content("network_def")
+    config_state = network_def.state_dict() if isinstance(network_def, torch.nn.Module) else {}
+    if {k: tuple(v.shape) for k, v in config_state.items()} != {k: tuple(v.shape) for k, v in network.state_dict().items()}:
+        logger.warning("the config's network differs from the one %s was trained as; using the trained one (%s). "
+                       "Pass --network_from config to use the config's.", weights, json.dumps(saved))
+    return network
+
+
+class TrainingRun:
+    """Ignite handler that makes a training run own its results (see the module docstring).
+
+    Attach it to the trainer before every other handler: on an exception it saves (or, for a non-finite loss,
+    refuses to save) before the MLflow tracker marks the run and re-raises.
+
+    Args:
+        output_dir: the run folder, ``bundles/<name>/runs/<run_name>``.
+        save_dict: what a checkpoint holds and resuming restores: ``{"model": ..., "optimizer": ..., ...}``.
+        validator: the validation evaluator, whose key metric picks ``model_best.pt``.
+        models_dir: where a successful run promotes its best model (``bundles/<name>/models``).
+        tracking_uri: the MLflow store (to mark stale runs and reopen a resumed one).
+        checkpoint_interval: seconds that must pass between two end-of-epoch checkpoints (0: every epoch).
+        config_digest: a digest of the config, recorded to compare runs.
+        network_section: the config key of the network definition; it is recorded resolved (every reference
+            replaced by its value), so the weights can be used without the config.
+        extra: more fields for the record (data set, split, ...).
+    """
+
+    def __init__(self, output_dir: str, save_dict: Mapping[str, Any], validator: Engine | None = None,
+                 models_dir: str | None = None, tracking_uri: str | None = None, checkpoint_interval: float = 300.0,
+                 network_section: str = "network_def", extra: Mapping | None = None) -> None:
+        from emseg.bundle.paths import running_workflow
+
+        self.folder = RunFolder(output_dir)
+        self.save_dict = dict(save_dict)
+        self.validator = validator
+        self.models_dir = Path(models_dir) if models_dir else None
+        self.tracking_uri = tracking_uri
+        self.checkpoint_interval = float(checkpoint_interval)
+        workflow = running_workflow()
+        self.network = saved_network(resolved_section(workflow.parser, network_section)) if workflow else None
+        config = workflow.parser.get() if workflow else {}
+        self.extra = {**dict(extra or {}), "tracking_uri": tracking_uri,
+                      "config_digest": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()}
+        self.best: dict = {}
+        self._last_save = 0.0
+        self._late_attached = False
+        self._epoch_metrics: dict[str, float] = {}
+        self._trainer: Engine | None = None
+
+    # --- wiring -------------------------------------------------------------------------------------------
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._check_loss)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._exception)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.COMPLETED, self._validated)
+        interrupt_on_sigterm()
+
+    def _attach_late(self, engine: Engine) -> None:
+        """Epoch-end and completion handlers run after every other handler (validation included)."""
+        if not self._late_attached:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+            engine.add_event_handler(Events.COMPLETED, self._completed)
+            self._late_attached = True
+
+    # --- start and resume ---------------------------------------------------------------------------------
+    def _start(self, engine: Engine) -> None:
+        self._trainer = engine
+        runs_dir = self.folder.path.parent
+        mark_stale_runs(runs_dir, self.tracking_uri)
+        record = self.folder.record()
+        if record.get("status") == RUNNING:
+            raise RunError(f"{self.folder.path}: run {self.folder.name} is running (process {record.get('pid')} on "
+                           f"{record.get('host')}); wait for it or choose another --run_name")
+        checkpoint = self.folder.file(LAST)
+        if checkpoint.is_file():
+            self._resume(engine, checkpoint, record)
+        elif record:
+            logger.warning("run %s has no checkpoint yet: it starts again from epoch 1", self.folder.name)
+        self.folder.update(run_name=self.folder.name, status=RUNNING, pid=os.getpid(), host=socket.gethostname(),
+                           started=record.get("started", now()), max_epochs=engine.state.max_epochs,
+                           network=self.network, **self.extra)
+        if record.get("mlflow_run_id") and self.tracking_uri:
+            _set_mlflow_status(self.tracking_uri, record["mlflow_run_id"], RUNNING)  # the tracker continues it
+        self._last_save = time.monotonic()
+        self._attach_late(engine)
+
+    def _resume(self, engine: Engine, checkpoint: Path, record: dict) -> None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        for key, obj in self.save_dict.items():
+            if key in state:
+                obj.load_state_dict(state[key])
+        epoch = int(state["epoch"])
+        if epoch >= engine.state.max_epochs:
+            raise RunError(f"{self.folder.path}: run {self.folder.name} has done {epoch} of {engine.state.max_epochs} "
+                           f"epochs; pass a larger --epochs to train it further, or choose another --run_name")
+        engine.state.epoch, engine.state.iteration = epoch, epoch * engine.state.epoch_length
+        self.best = dict(state.get("best") or {})
+        logger.info("resuming run %s from %s: epoch %d of %d (best %s)", self.folder.name, checkpoint, epoch,
+                    engine.state.max_epochs, self.best or "none yet")
+        self.folder.update(resumed=[*record.get("resumed", []), {"at": now(), "epoch": epoch}])
+
+    # --- during training ----------------------------------------------------------------------------------
+    def _check_loss(self, engine: Engine) -> None:
+        from monai.handlers import from_engine
+
+        loss = from_engine(["loss"], first=True)(engine.state.output)
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"{self.folder.path}: training loss is {value} at epoch {engine.state.epoch}, "
+                                     f"iteration {engine.state.iteration}; nothing was saved from this point. Lower "
+                                     f"learning_rate, or check the training images for NaN or infinite values")
+
+    def _validated(self, validator: Engine) -> None:
+        name = validator.state.key_metric_name
+        self._epoch_metrics.update({k: float(v) for k, v in validator.state.metrics.items()
+                                    if isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1)})
+        value = float(validator.state.metrics.get(name, float("nan")))
+        if not math.isfinite(value):
+            logger.warning("validation %s is %s: not a candidate for the best model", name, value)
+            return
+        if not self.best or value > self.best["value"]:
+            epoch = self._trainer.state.epoch if self._trainer is not None else None
+            save_atomically(self.save_dict["model"].state_dict(), self.folder.file(BEST))
+            self.best = {"metric": name, "value": value, "epoch": epoch}
+            self.folder.update(best=self.best)
+            logger.info("new best %s %.4f at epoch %s: saved %s", name, value, epoch, self.folder.file(BEST))
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        row = {"epoch": engine.state.epoch, **{k: float(v) for k, v in engine.state.metrics.items()
+                                                if isinstance(v, (int, float))}, **self._epoch_metrics}
+        self._epoch_metrics = {}
+        self._append_metrics(row)
+        due = time.monotonic() - self._last_save >= self.checkpoint_interval
+        if due or engine.state.epoch == engine.state.max_epochs:
+            self._save_last(engine.state.epoch)
+        self.folder.update(epochs_done=engine.state.epoch)
+
+    def _append_metrics(self, row: dict) -> None:
+        path = self.folder.file(METRICS)
+        rows = list(csv.DictReader(path.open())) if path.is_file() else []
+        rows.append(row)
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def _save_last(self, epoch: int) -> None:
+        state = {key: obj.state_dict() for key, obj in self.save_dict.items()}
+        save_atomically({**state, "epoch": epoch, "best": self.best}, self.folder.file(LAST))
+        self._last_save = time.monotonic()
+
+    # --- the end ------------------------------------------------------------------------------------------
+    def _exception(self, engine: Engine, error: BaseException) -> None:
+        """Record why the run stopped; save a checkpoint unless the weights are not finite. Never re-raises: the
+        MLflow tracker and MONAI's StatsHandler after it do."""
+        if isinstance(error, KeyboardInterrupt):
+            self._save_last(engine.state.epoch - 1 if engine.state.iteration % engine.state.epoch_length else
+                            engine.state.epoch)
+            self.folder.update(status=KILLED, ended=now(), reason=str(error) or "interrupted")
+            logger.warning("run %s stopped: checkpoint saved, resume with --run_name %s", self.folder.name,
+                           self.folder.name)
+        else:
+            self.folder.update(status=FAILED, ended=now(), reason=f"{type(error).__name__}: {error}")
+
+    def _completed(self, engine: Engine) -> None:
+        record = self.folder.update(status=FINISHED, ended=now(), epochs_done=engine.state.epoch)
+        if self.models_dir is not None:
+            promote(self.folder.path, self.models_dir, record)
+
+
+def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None = None) -> Path:
+    """Make the best model of the finished run in ``run_dir`` the bundle's model: ``models/model.pt`` and its
+    sidecar ``models/model.json``, each replaced atomically. Refuses a run that did not finish or whose best score
+    is not finite."""
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        runs = sorted(p.parent.name for p in folder.path.parent.glob(f"*/{RECORD}"))
+        raise RunError(f"{folder.path}: no such run; runs of this bundle: {', '.join(runs) or 'none'}")
+    record = dict(record or folder.record())
+    best = record.get("best") or {}
+    weights = folder.file(BEST)
+    if record.get("status") != FINISHED:
+        raise RunError(f"{folder.path}: run {folder.name} is {record.get('status', 'unknown')}, only a finished run "
+                       f"is promoted")
+    if not weights.is_file() or not math.isfinite(float(best.get("value", float("nan")))):
+        raise RunError(f"{folder.path}: run {folder.name} has no best model with a finite validation score")
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / PROMOTED
+    replace_atomically(target, lambda tmp: shutil.copyfile(weights, tmp))
+    sidecar = {
+        "run_name": folder.name,
+        "mlflow_run_id": record.get("mlflow_run_id"),
+        "tracking_uri": record.get("tracking_uri"),
+        "metric": best.get("metric"),
+        "value": best.get("value"),
+        "epoch": best.get("epoch"),
+        "weights_sha256": sha256(target),
+        "promoted": now(),
+        **{k: record[k] for k in ("network", "config_digest", "dataset", "split", "class_names") if k in record},
+    }
+    write_text_atomically(models_dir / SIDECAR, json.dumps(sidecar, indent=2) + "\n")
+    logger.info("promoted run %s (%s %.4f at epoch %s) to %s", folder.name, best.get("metric"), best.get("value"),
+                best.get("epoch"), target)
+    return target

@@ -1,0 +1,223 @@
+"""Runs own their results, through the real bundle CLI on real ISBI data with tiny settings: resume after kill -9
+and after SIGTERM, a NaN run that fails without touching the promoted model, two trainings at once on a fresh
+MLflow store; and the run bookkeeping (promotion, stale runs, the saved network) on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import config, copy_bundles, monai_bundle, overrides
+
+from emseg.engine.runs import (
+    FINISHED,
+    KILLED,
+    RUNNING,
+    RunError,
+    RunFolder,
+    mark_stale_runs,
+    network_for,
+    promote,
+    weights_path,
+)
+from emseg.engine.tracking import unique_run_name
+
+FEATURES = [8, 8, 16, 32, 64, 8]
+
+
+def tiny(isbi_dir: Path, **values) -> list[str]:
+    settings = {"epoch_length": "2", "val_interval": "1", "batch_size": "2", "crops_per_slice": "2",
+                "patch_size": "[64,64]", "features": json.dumps(FEATURES), "download": "False",
+                "dataset_dir": str(isbi_dir), "checkpoint_interval": "0", **values}
+    return overrides(**{k: str(v) for k, v in settings.items()})
+
+
+def start(project: Path, cwd: Path, args: list[str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                             config(project, "unet", "train.json"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_epochs(folder: RunFolder, epochs: int, process: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while folder.record().get("epochs_done", 0) < epochs:
+        if process.poll() is not None:
+            pytest.fail(f"training ended early:\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no epoch {epochs} within {timeout} s")
+        time.sleep(0.2)
+
+
+def epochs_in_metrics(folder: RunFolder) -> list[int]:
+    lines = folder.file("metrics.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[0]) for line in lines]
+
+
+def mlflow_run(project: Path, name: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlruns.db")
+    runs = client.search_runs(client.get_experiment_by_name("emseg-unet").experiment_id,
+                              filter_string=f"attributes.run_name = '{name}'")
+    assert len(runs) == 1, f"{len(runs)} MLflow runs named {name}"
+    return client, runs[0]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return copy_bundles(tmp_path_factory.mktemp("project"), ["unet"])
+
+
+@pytest.fixture(scope="module")
+def cwd(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cwd")
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_repeats_at_most_one_epoch(project, cwd, isbi_dir):
+    folder = RunFolder(project / "bundles" / "unet" / "runs" / "killed")
+    process = start(project, cwd, [*tiny(isbi_dir, epochs=6), "--run_name", "killed"])
+    wait_for_epochs(folder, 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    done = folder.record()["epochs_done"]
+    assert folder.record()["status"] == RUNNING  # nobody could record the end
+    monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
+                 *tiny(isbi_dir, epochs=6), "--run_name", "killed", cwd=cwd)
+    record = folder.record()
+    assert record["status"] == FINISHED and record["epochs_done"] == 6
+    assert record["resumed"][0]["epoch"] >= done - 1 >= 1
+    epochs = epochs_in_metrics(folder)
+    assert sorted(set(epochs)) == [1, 2, 3, 4, 5, 6] and len(epochs) - 6 <= 1
+    client, run = mlflow_run(project, "killed")
+    assert run.info.status == "FINISHED" and run.info.run_id == record["mlflow_run_id"]
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")} == {1, 2, 3, 4, 5, 6}
+    sidecar = json.loads((project / "bundles" / "unet" / "models" / "model.json").read_text())
+    assert sidecar["run_name"] == "killed" and sidecar["network"]["features"] == FEATURES
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_loadable_checkpoint_and_the_run_resumes(project, cwd, isbi_dir):
+    folder = RunFolder(project / "bundles" / "unet" / "runs" / "stopped")
+    process = start(project, cwd, [*tiny(isbi_dir, epochs=4), "--run_name", "stopped"])
+    wait_for_epochs(folder, 1, process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0
+    assert folder.record()["status"] == KILLED
+    checkpoint = torch.load(folder.file("checkpoint_last.pt"), weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "epoch"} <= set(checkpoint) and checkpoint["epoch"] >= 1
+    from monai.networks.nets import BasicUNet
+
+    BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=FEATURES, norm="batch").load_state_dict(
+        checkpoint["model"])
+    _, run = mlflow_run(project, "stopped")
+    assert run.info.status == "KILLED", output[-2000:]
+    monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
+                 *tiny(isbi_dir, epochs=4), "--run_name", "stopped", cwd=cwd)
+    assert folder.record()["status"] == FINISHED and mlflow_run(project, "stopped")[1].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_nan_loss_fails_the_run_and_keeps_the_promoted_model(project, cwd, isbi_dir):
+    models = project / "bundles" / "unet" / "models"
+    if not (models / "model.pt").is_file():
+        monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
+                     *tiny(isbi_dir, epochs=1), cwd=cwd)
+    before = {name: (models / name).read_bytes() for name in ("model.pt", "model.json")}
+    result = monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
+                          *tiny(isbi_dir, epochs=3, learning_rate="1e30", val_start_epoch=1), "--run_name", "nan",
+                          cwd=cwd, check=False)
+    assert result.returncode != 0
+    assert "training loss is nan" in result.stdout + result.stderr
+    folder = RunFolder(project / "bundles" / "unet" / "runs" / "nan")
+    assert folder.record()["status"] == "FAILED" and "NonFiniteLossError" in folder.record()["reason"]
+    assert not folder.file("model_best.pt").exists() and not folder.file("checkpoint_last.pt").exists()
+    assert {name: (models / name).read_bytes() for name in before} == before
+    assert mlflow_run(project, "nan")[1].info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_two_trainings_at_once_on_a_fresh_store(tmp_path, isbi_dir):
+    import mlflow
+
+    project = copy_bundles(tmp_path / "project", ["unet"])
+    processes = {name: start(project, tmp_path, [*tiny(isbi_dir, epochs=2, seed=seed), "--run_name", name])
+                 for seed, name in enumerate(["seed0", "seed1"])}
+    for name, process in processes.items():
+        output = process.communicate(timeout=600)[0]
+        assert process.returncode == 0, output[-3000:]
+    weights = {}
+    for name in processes:
+        client, run = mlflow_run(project, name)
+        assert run.info.status == "FINISHED"
+        artifact = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model_best.pt",
+                                                       tracking_uri=client.tracking_uri, dst_path=str(tmp_path / name))
+        own = project / "bundles" / "unet" / "runs" / name / "model_best.pt"
+        assert Path(artifact).read_bytes() == own.read_bytes()  # each run's artifact is its own weights
+        weights[name] = torch.load(own, weights_only=True)
+    assert not all(torch.equal(weights["seed0"][k], weights["seed1"][k]) for k in weights["seed0"])
+
+
+def test_promotion_needs_a_finished_run_with_a_finite_score(tmp_path):
+    run = RunFolder(tmp_path / "runs" / "r")
+    run.update(status=RUNNING, best={"metric": "val_v_rand", "value": 0.9, "epoch": 2})
+    torch.save({"w": torch.ones(2)}, run.file("model_best.pt"))
+    with pytest.raises(RunError, match="run r is RUNNING, only a finished run is promoted"):
+        promote(run.path, tmp_path / "models")
+    run.update(status=FINISHED, best={"metric": "val_v_rand", "value": float("nan"), "epoch": 2})
+    with pytest.raises(RunError, match="no best model with a finite validation score"):
+        promote(run.path, tmp_path / "models")
+    assert not (tmp_path / "models" / "model.pt").exists()
+    run.update(best={"metric": "val_v_rand", "value": 0.9, "epoch": 2}, network={"_target_": "torch.nn.Identity"})
+    target = promote(run.path, tmp_path / "models")
+    sidecar = json.loads(target.with_name("model.json").read_text())
+    assert target.read_bytes() == run.file("model_best.pt").read_bytes()
+    assert sidecar["run_name"] == "r" and sidecar["value"] == 0.9 and len(sidecar["weights_sha256"]) == 64
+    with pytest.raises(RunError, match="runs/nope: no such run; runs of this bundle: r"):
+        promote(tmp_path / "runs" / "nope", tmp_path / "models")
+
+
+def test_a_running_run_whose_process_is_gone_is_marked_killed(tmp_path):
+    import socket
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, alive = RunFolder(tmp_path / "dead"), RunFolder(tmp_path / "alive")
+    dead.update(status=RUNNING, pid=gone.pid, host=socket.gethostname())
+    alive.update(status=RUNNING, pid=os.getpid(), host=socket.gethostname())
+    assert mark_stale_runs(tmp_path) == ["dead"]
+    assert dead.record()["status"] == KILLED and alive.record()["status"] == RUNNING
+
+
+def test_the_network_saved_with_the_weights_is_used_unless_asked_otherwise(tmp_path):
+    from monai.networks.nets import BasicUNet
+
+    bundle = tmp_path / "bundle"
+    run = RunFolder(bundle / "runs" / "r")
+    trained = {"_target_": "BasicUNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 2,
+               "features": FEATURES, "norm": "batch"}
+    run.update(status=FINISHED, network=trained)
+    config_network = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, norm="batch")  # default widths
+    weights = weights_path(bundle, "r")
+    assert weights == str(run.file("model_best.pt"))
+    built = network_for(weights, config_network)
+    assert built.conv_0.conv_0.conv.out_channels == 8
+    assert network_for(weights, config_network, "config") is config_network
+    with pytest.raises(RunError, match="runs/other: no such run; runs of this bundle: r"):
+        weights_path(bundle, "other")
+
+
+def test_run_names_are_unique():
+    names = {unique_run_name("unet") for _ in range(1000)}
+    assert len(names) == 1000 and all(len(n.rsplit("-", 1)[1]) == 8 for n in names)
