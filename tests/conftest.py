@@ -140,10 +140,11 @@ def train_bundle(project: Path, bundle: str, args: list[str], cwd: Path) -> tupl
 
 
 def export_bundle(project: Path, bundle: str, patch: int, *network_args: str) -> Path:
-    """MONAI's ckpt_export of ``bundle``'s trained weights to TorchScript (traced at one patch)."""
+    """MONAI's ckpt_export of ``bundle``'s promoted weights to TorchScript (traced at one patch), with the network
+    they were trained as (the config's ``network``)."""
     target = project / f"{bundle}.ts"
     folder = project / "bundles" / bundle
-    monai_bundle("ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file", str(folder / "models/model.pt"),
+    monai_bundle("ckpt_export", "network", "--filepath", str(target), "--ckpt_file", str(folder / "models/model.pt"),
                  "--meta_file", config(project, bundle, "metadata.json"), "--config_file",
                  config(project, bundle, "inference.json"), "--use_trace", "True",
                  "--input_shape", f"[1,1,{patch},{patch}]", *network_args, cwd=project)

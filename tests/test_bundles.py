@@ -77,9 +77,14 @@ def test_metadata_and_network_verify(bundle):
 def test_training_writes_checkpoint_and_finished_mlflow_run(trained, elsewhere):
     project, name = trained
     bundle = project / "bundles" / name
-    assert (bundle / "models" / "model.pt").is_file()
     (run_dir,) = list((bundle / "runs").iterdir())
-    assert (run_dir / "checkpoint_final.pt").is_file() and (run_dir / "validation_overlay.png").is_file()
+    assert {"run.json", "config.json", "checkpoint_last.pt", "model_best.pt", "metrics.csv",
+            "validation_overlay.png"} <= {p.name for p in run_dir.iterdir()}
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "FINISHED" and record["epochs_done"] == 2 and record["best"]["metric"] == "val_v_rand"
+    sidecar = json.loads((bundle / "models" / "model.json").read_text())  # promoted at the end
+    assert sidecar["run_name"] == run_dir.name and sidecar["mlflow_run_id"] == record["mlflow_run_id"]
+    assert (bundle / "models" / "model.pt").read_bytes() == (run_dir / "model_best.pt").read_bytes()
     assert list(elsewhere.iterdir()) == []  # nothing lands in the working directory
     client, runs = mlflow_runs(project, f"emseg-{name}")
     (run,) = [r for r in runs if r.info.run_name == run_dir.name]
@@ -93,34 +98,43 @@ def test_training_writes_checkpoint_and_finished_mlflow_run(trained, elsewhere):
     assert {"train_loss", "val_v_info", "val_dice_membrane", "val_dice_interior", "val_iou_membrane", "val_accuracy",
             "val_mean_dice"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.json", "model.pt", "validation_overlay.png"} <= artifacts
+    assert {"config.json", "model_best.pt", "metrics.csv", "validation_overlay.png"} <= artifacts
 
 
 def test_evaluate_scores_the_test_split(trained, elsewhere, isbi_dir):
+    """Evaluation builds the network the promoted weights were trained as: no widths on the command line."""
     project, name = trained
     monai_bundle("run", "--config_file",
                  f"['{config(project, name, 'train.json')}','{config(project, name, 'evaluate.json')}']",
-                 *tiny(name, dataset_dir=str(isbi_dir)), cwd=elsewhere)
+                 *overrides(dataset_dir=str(isbi_dir), download="False"), cwd=elsewhere)
     (eval_dir,) = list((project / "bundles" / name / "eval").iterdir())
     rows = (eval_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("slice,v_rand,v_rand_split,v_rand_merge,v_info")
     assert [line.split(",")[0] for line in rows[1:]] == [f"isbi_{i:03d}" for i in range(25, 30)]
     summary = json.loads((eval_dir / "summary.json").read_text())
     assert summary["slices"] == 5 and 0 <= summary["v_rand"] <= 1 and summary["v_rand_threshold"] in summary["thresholds"]
-    _, runs = mlflow_runs(project, f"emseg-{name}")
+    client, runs = mlflow_runs(project, f"emseg-{name}")
     (run,) = [r for r in runs if r.info.run_name == eval_dir.name]
     assert run.info.status == "FINISHED" and run.data.params["eval_split"] == "test"
     assert run.data.metrics["v_rand"] == pytest.approx(summary["v_rand"])
     assert {"v_info", "pixel_error", "dice_membrane", "hd95_membrane", "mean_dice"} <= set(run.data.metrics)
+    sidecar = json.loads((project / "bundles" / name / "models" / "model.json").read_text())
+    assert run.data.params["training_run"] == sidecar["run_name"]  # linked to the run that trained the weights
+    assert run.data.tags["mlflow.parentRunId"] == sidecar["mlflow_run_id"]
+    training = client.get_run(sidecar["mlflow_run_id"])
+    assert training.data.metrics["test_v_rand"] == pytest.approx(summary["v_rand"])  # visible from the training run
+    evaluation = json.loads((eval_dir / "evaluation.json").read_text())
+    assert evaluation["weights"]["sha256"] == sidecar["weights_sha256"] and evaluation["eval_split"] == "test"
     assert list(elsewhere.iterdir()) == []
 
 
 def test_inference_writes_float32_probability_stack(trained, elsewhere, isbi_dir, tmp_path):
+    """Inference builds the network the promoted weights were trained as: no widths on the command line."""
     project, name = trained
     output = tmp_path / "probabilities.tif"
     monai_bundle("run", "--config_file", config(project, name, "inference.json"),
                  *overrides(input_path=str(isbi_dir / "test-volume.tif"), output_path=str(output),
-                            patch_size="[128,128]", **NETWORKS[name]), cwd=elsewhere)
+                            patch_size="[128,128]"), cwd=elsewhere)
     probabilities = tifffile.imread(output)
     assert probabilities.shape == (30, 512, 512) and probabilities.dtype == np.float32
     assert 0 <= probabilities.min() and probabilities.max() <= 1 and probabilities.std() > 0
@@ -137,10 +151,11 @@ def test_missing_dataset_dir_stops_with_one_clear_message(project, elsewhere, tm
 
 
 def test_ckpt_export_to_torchscript(trained):
+    """MONAI's ckpt_export of the config's ``network`` (the trained network, no widths retyped)."""
     import torch
 
     project, name = trained
-    traced = torch.jit.load(str(export_bundle(project, name, 64, *overrides(**NETWORKS[name]))))
+    traced = torch.jit.load(str(export_bundle(project, name, 64)))
     assert traced(torch.zeros(1, 1, 64, 64)).shape == (1, 2, 64, 64)
 
 
@@ -165,7 +180,7 @@ def test_a_copied_bundle_folder_runs_on_its_own_and_takes_nested_overrides(tmp_p
     slices = tmp_path / "three.tif"
     tifffile.imwrite(slices, tifffile.imread(isbi_dir / "test-volume.tif")[:3])
     monai_bundle("run", "--config_file", str(bundle / "configs" / "inference.json"),
-                 *overrides(input_path=str(slices), output="mask", **NETWORKS["unet"]), cwd=cwd)
+                 *overrides(input_path=str(slices), output="mask"), cwd=cwd)
     masks = tifffile.imread(bundle / "eval" / "classes.tif")
     assert masks.shape == (3, 512, 512) and set(np.unique(masks).tolist()) <= {0, 1}
     assert list(cwd.iterdir()) == []

@@ -64,6 +64,7 @@ def test_training_logs_per_class_scores(trained):
     project, name = trained
     bundle = project / "bundles" / name
     assert (bundle / "models" / "model.pt").is_file()
+    assert json.loads((bundle / "models" / "model.json").read_text())["metric"] == "val_mean_dice"
     (run_dir,) = list((bundle / "runs").iterdir())
     assert (run_dir / "validation_overlay.png").is_file()
     client, runs = mlflow_runs(project, f"emseg-{name}")
@@ -96,8 +97,8 @@ def test_inference_writes_class_map_and_probabilities(trained, elsewhere, epfl_d
     project, name = trained
     classes, probabilities = tmp_path / "classes.tif", tmp_path / "probabilities.tif"
     monai_bundle("run", "--config_file", config(project, name, "inference.json"),
-                 *overrides(dataset_dir=str(epfl_dir), probabilities_path=str(probabilities), patch_size="[256,256]",
-                            features="8"), cwd=elsewhere)
+                 *overrides(dataset_dir=str(epfl_dir), probabilities_path=str(probabilities), patch_size="[256,256]"),
+                 cwd=elsewhere)
     (project / "bundles" / name / "eval" / "classes.tif").rename(classes)  # default input and output of the data set
     labels, probs = tifffile.imread(classes), tifffile.imread(probabilities)
     assert labels.shape == (5, 768, 1024) and labels.dtype == np.uint8 and labels.max() < 6
@@ -117,4 +118,4 @@ def test_ternausnet_trains_on_isbi_with_the_documented_override(project, elsewhe
 
 def test_ckpt_export_to_torchscript(trained):
     project, name = trained
-    assert export_bundle(project, name, 256, "--features", "8").is_file()
+    assert export_bundle(project, name, 256).is_file()

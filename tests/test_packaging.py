@@ -33,8 +33,8 @@ def trained_unet(tmp_path_factory, isbi_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def packed(trained_unet, tmp_path_factory) -> Path:
-    return pack_bundle(trained_unet / "bundles" / "unet", tmp_path_factory.mktemp("packed"),
-                       overrides={"features": json.loads(FEATURES)})
+    """The promoted tiny U-Net packed before any evaluation (no widths given: they are saved with the weights)."""
+    return pack_bundle(trained_unet / "bundles" / "unet", tmp_path_factory.mktemp("packed"))
 
 
 def test_pack_has_the_bundle_layout_and_checksums(packed):
@@ -45,10 +45,33 @@ def test_pack_has_the_bundle_layout_and_checksums(packed):
             "unet/docs/README.md", "unet/models/model.pt", "unet/models/model.ts", "unet/large_files.json"} <= names
     inference = json.loads(zipfile.ZipFile(packed).read("unet/configs/inference.json"))
     assert not any("emseg" in json.dumps(v) for v in inference.values())  # MONAI, torch and tifffile only
-    for config in ("train.json", "evaluate.json", "inference_emseg.json"):  # the bundle's own, with the packed widths
-        packed_config = json.loads(zipfile.ZipFile(packed).read(f"unet/configs/{config}"))
-        assert packed_config.get("features", json.loads(FEATURES)) == json.loads(FEATURES)
+    saved = json.loads(zipfile.ZipFile(packed).read("unet/models/model.json"))  # the network travels with the weights
+    assert saved["network"]["features"] == json.loads(FEATURES)
     assert verify_bundle(packed)["version"] == version
+
+
+def test_an_unevaluated_model_is_packed_without_scores(packed, trained_unet):
+    meta = json.loads(zipfile.ZipFile(packed).read("unet/configs/metadata.json"))
+    assert "eval_metrics" not in meta  # not the scores in the repository's metadata.json, which are another model's
+    sidecar = json.loads((trained_unet / "bundles" / "unet" / "models" / "model.json").read_text())
+    provenance = meta["emseg_provenance"]
+    assert provenance["evaluation"] == "not evaluated" and provenance["run_name"] == sidecar["run_name"]
+    assert provenance["mlflow_run_id"] == sidecar["mlflow_run_id"] and provenance["dataset"] == "isbi2012"
+    assert provenance["weights_sha256"] == sidecar["weights_sha256"]
+
+
+def test_an_evaluated_model_is_packed_with_its_own_scores(trained_unet, isbi_dir, tmp_path):
+    bundle = trained_unet / "bundles" / "unet"
+    monai_bundle("run", "--config_file", "['bundles/unet/configs/train.json','bundles/unet/configs/evaluate.json']",
+                 *overrides(dataset_dir=str(isbi_dir), download="False"), cwd=trained_unet)
+    (summary,) = bundle.glob("eval/*/summary.json")
+    scores = json.loads(summary.read_text())
+    zip_path = pack_bundle(bundle, tmp_path)
+    meta = json.loads(zipfile.ZipFile(zip_path).read("unet/configs/metadata.json"))
+    assert meta["eval_metrics"]["test_v_rand"] == pytest.approx(scores["v_rand"])
+    assert meta["eval_metrics"]["test_dice_membrane"] == pytest.approx(scores["dice_membrane"])
+    assert meta["emseg_provenance"]["evaluation"] == summary.parent.name
+    assert meta["emseg_provenance"]["eval_slices"] == [f"isbi_{i:03d}" for i in range(25, 30)]
 
 
 def rewritten(packed: Path, folder: Path, member: str, change) -> Path:
@@ -81,8 +104,7 @@ def test_verify_fails_when_metadata_lies_about_the_network(packed, tmp_path):
 def test_cli_pack_and_verify(trained_unet, tmp_path):
     from emseg.cli import main
 
-    assert main(["bundle", "pack", str(trained_unet / "bundles" / "unet"), "--output", str(tmp_path),
-                 "--set", f"features={FEATURES}"]) == 0
+    assert main(["bundle", "pack", str(trained_unet / "bundles" / "unet"), "--output", str(tmp_path)]) == 0
     (zip_path,) = tmp_path.glob("unet_v*.zip")
     assert main(["bundle", "verify", str(zip_path)]) == 0
     assert main(["bundle", "verify", str(tmp_path / "missing.zip")]) == 1
@@ -110,8 +132,8 @@ def test_packed_bundle_runs_with_monai_alone(packed, trained_unet, isbi_dir, tmp
     probe = subprocess.run([str(python), "-c", "import emseg"], cwd=tmp_path, capture_output=True, env=env)
     assert probe.returncode != 0  # the venv really has no emseg
     monai_bundle("run", "--config_file", "bundles/unet/configs/inference.json", "--amp", "False",
-                 "--channels_last", "False", *overrides(input_path=str(slices), output_path=str(tmp_path / "repo.tif"),
-                                                         features=FEATURES), cwd=trained_unet)
+                 "--channels_last", "False", *overrides(input_path=str(slices), output_path=str(tmp_path / "repo.tif")),
+                 cwd=trained_unet)
     packed_output, repo_output = tifffile.imread(tmp_path / "packed.tif"), tifffile.imread(tmp_path / "repo.tif")
     assert packed_output.shape == (3, 512, 512) and packed_output.dtype == np.float32
     np.testing.assert_allclose(packed_output, repo_output, atol=1e-4)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import config, copy_bundles, monai_bundle, overrides
 
 from emseg.engine.runs import (
@@ -221,3 +220,14 @@ def test_the_network_saved_with_the_weights_is_used_unless_asked_otherwise(tmp_p
 def test_run_names_are_unique():
     names = {unique_run_name("unet") for _ in range(1000)}
     assert len(names) == 1000 and all(len(n.rsplit("-", 1)[1]) == 8 for n in names)
+
+
+def test_pruning_depth_comes_from_the_config_and_widths_from_the_weights(tmp_path):
+    from emseg.networks import UNetPlusPlus
+
+    run = RunFolder(tmp_path / "runs" / "r")
+    run.update(network={"_target_": "emseg.networks.UNetPlusPlus", "spatial_dims": 2, "in_channels": 1,
+                        "out_channels": 2, "features": FEATURES, "deep_supervision": True, "inference_depth": 4})
+    config_network = UNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=2, inference_depth=2)  # default widths
+    built = network_for(weights_path(tmp_path, "r"), config_network)
+    assert built.inference_depth == 2 and built.state_dict()["conv_0_0.conv_0.conv.weight"].shape[0] == 8

@@ -187,11 +187,16 @@ def weights_record(weights: str | Path) -> dict:
     return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
 
+# keys of a network definition that choose how a trained network runs, not what it is: taken from the config
+INFERENCE_KEYS = ("inference_depth",)
+
+
 def network_for(weights: str | Path, network_def: Any, network_from: str = "saved") -> torch.nn.Module:
     """The network the ``weights`` were trained as: built from the network saved with them (``network_from``
     "saved", the default), or from the config's ``network_def`` ("config", for weights from elsewhere).
 
-    ``network_def`` is the config's (parsed) network; it is used when nothing was saved with the weights.
+    ``network_def`` is the config's (parsed) network; it is used when nothing was saved with the weights, and
+    its :data:`INFERENCE_KEYS` (UNet++'s pruning depth) apply to the saved network too.
     """
     from monai.bundle import ConfigParser
 
@@ -200,6 +205,8 @@ def network_for(weights: str | Path, network_def: Any, network_from: str = "save
     saved = weights_record(weights).get("network") if network_from == "saved" else None
     if saved is None:
         return network_def
+    saved = {k: (getattr(network_def, k) if k in INFERENCE_KEYS and hasattr(network_def, k) else v)
+             for k, v in saved.items()}
     network = ConfigParser({"network_def": saved}).get_parsed_content("network_def")
     config_state = network_def.state_dict() if isinstance(network_def, torch.nn.Module) else {}
     if {k: tuple(v.shape) for k, v in config_state.items()} != {k: tuple(v.shape) for k, v in network.state_dict().items()}:
