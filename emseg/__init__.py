@@ -20,6 +20,8 @@ configs need only ``"$import emseg"``. The layout, one concept per package:
 
 import importlib
 
+from emseg.errors import install_for_monai_cli
+
 __version__ = "0.1.0"
 
 _SUBMODULES = (
@@ -27,6 +29,7 @@ _SUBMODULES = (
     "cli",
     "data",
     "engine",
+    "errors",
     "evaluation",
     "inference",
     "io",
@@ -35,6 +38,9 @@ _SUBMODULES = (
     "transforms",
     "visualize",
 )
+
+
+install_for_monai_cli()  # under `python -m monai.bundle`, the last line of an error is emseg's message
 
 
 def __getattr__(name: str):

@@ -208,11 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emseg`` console command."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from emseg.errors import report
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except Exception as err:  # one clear line for the user, not a traceback
-        print(f"emseg: error: {err}", file=sys.stderr)
+    except Exception as err:  # one clear line for the user, the traceback in a file (or EMSEG_TRACEBACK=1)
+        report(type(err), err, err.__traceback__)
         return 1
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from emseg.io import open_slices, stack_writer
+from emseg.io.safety import check_not_an_input
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def segment_stack(
     transform: Callable | None = None,
     postprocessing: Callable | None = None,
     device: str | torch.device = "cpu",
+    overwrite: bool = False,
 ) -> Path:
     """Segment every slice of ``input_path`` (any format :func:`emseg.io.open_slices` reads),
     reading, predicting and writing one slice at a time.
@@ -91,16 +93,23 @@ def segment_stack(
         output_format: ``tiff``, ``png`` (folder of slices, masks only) or ``nifti`` (``.nii``/``.nii.gz`` with
             ``spacing`` (z, y, x), micrometres).
         probabilities_path: also write every class's probability to this TIFF (Z, C, H, W).
+        overwrite: replace existing outputs (only files, or folders of emseg's own slices). An output that is,
+            lies inside or contains the input is always refused.
     """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     dtype = "uint8" if output == "mask" else "float32"
     if output_format == "png" and output != "mask":
         raise ValueError("PNG slices hold masks: use output 'mask' with output_format 'png'")
+    check_not_an_input(output_path, [input_path])
+    if probabilities_path:
+        check_not_an_input(probabilities_path, [input_path, output_path])
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_slices(input_path, input_key))
-        main = stack.enter_context(stack_writer(output_format, output_path, dtype, source.shape, len(source), spacing))
-        channels = stack.enter_context(stack_writer("tiff", probabilities_path)) if probabilities_path else None
+        main = stack.enter_context(stack_writer(output_format, output_path, dtype, source.shape, len(source), spacing,
+                                                overwrite))
+        channels = (stack.enter_context(stack_writer("tiff", probabilities_path, overwrite=overwrite))
+                    if probabilities_path else None)
         for result in predict_slices(source, network, inferer, transform, postprocessing, device):
             main.write(_select(result, output, channel))
             if channels is not None:

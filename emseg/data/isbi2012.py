@@ -149,10 +149,18 @@ def download_isbi2012(
     Raises MONAI's ``HashCheckError`` (nothing is written) when the checksum differs,
     and :class:`emseg.data.download.DownloadError` when the server cannot be reached.
     """
-    h5_path = Path(root) / "isbi2012_train.h5"
-    download_file(url, h5_path, sha256)
+    root = Path(root).resolve()
+    created = [folder for folder in (root, *root.parents) if not folder.exists()]
+    h5_path = root / "isbi2012_train.h5"
     try:
+        download_file(url, h5_path, sha256)
         return convert_isbi2012_hdf5(h5_path, root)
+    except BaseException:
+        h5_path.unlink(missing_ok=True)
+        for folder in created:  # leave nothing behind: the folders made for the download, if still empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     finally:
         if not keep_hdf5:
             h5_path.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ become grey. Every failure raises :class:`VolumeError` naming the file.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,12 +78,19 @@ def _open_image(path: Path, key: str | None) -> SliceSource:
 def _open_tiff(path: Path, key: str | None = None) -> SliceSource:
     import tifffile
 
+    problems = _TiffProblems()
     try:
-        tif = tifffile.TiffFile(path)
-        series = tif.series[0]
-        shape, axes = series.shape, series.axes
+        with problems:  # tifffile reports a broken page chain by logging, not raising
+            tif = tifffile.TiffFile(path)
+            page_count = len(tif.pages)
+            series = tif.series[0]
+            shape, axes = series.shape, series.axes
     except Exception as err:  # tifffile raises TiffFileError, ValueError, struct.error ... on bad files
         raise VolumeError(f"{path}: not a readable TIFF file ({err})") from err
+    if problems.messages:
+        tif.close()
+        raise VolumeError(f"{path}: damaged TIFF, {page_count} pages readable ({problems.messages[0]}): the file is "
+                          f"truncated or corrupt; copy it again from its source")
     samples = axes.endswith("S")  # grey+alpha or RGB(A) samples per pixel
     plane_dims = 3 if samples else 2
     if len(shape) == plane_dims:
@@ -93,6 +101,11 @@ def _open_tiff(path: Path, key: str | None = None) -> SliceSource:
         tif.close()
         raise VolumeError(f"{path}: expected a (Z, H, W) grey stack, got shape {shape} ({axes})")
     plane = tuple(shape[-plane_dims:][:2])
+    declared = _declared_slices(tif, plane)
+    if declared is not None and declared > count:
+        tif.close()
+        raise VolumeError(f"{path}: declares {declared} slices but only {count} can be read: the file is truncated or "
+                          f"damaged; copy it again from its source")
 
     pages = series.pages
     one_page_per_slice = len(pages) == count and all(p is not None for p in pages)
@@ -111,6 +124,41 @@ def _open_tiff(path: Path, key: str | None = None) -> SliceSource:
         return grey_from_channels(image, path) if samples else image
 
     return SliceSource(path, count, plane, read, tif.close)
+
+
+class _TiffProblems(logging.Handler):
+    """Collects what tifffile logs about a damaged file (invalid page offsets, corrupt metadata) while opening it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(word in message for word in ("invalid", "corrupt", "truncated", "failed")):
+            self.messages.append(message.split("> ", 1)[-1])
+
+    def __enter__(self) -> _TiffProblems:
+        logging.getLogger("tifffile").addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("tifffile").removeHandler(self)
+
+
+def _declared_slices(tif, plane: tuple[int, ...]) -> int | None:
+    """How many slices the file's own metadata (tifffile's shape, ImageJ's image count) says it holds."""
+    try:
+        if tif.is_shaped and tif.shaped_metadata:
+            shape = tif.shaped_metadata[0].get("shape")
+            if shape:
+                return int(np.prod(shape)) // int(np.prod(plane)) // (shape[-1] if len(shape) > 2 and
+                                                                       shape[-1] in (2, 3, 4) else 1)
+        if tif.is_imagej and tif.imagej_metadata:
+            return int(tif.imagej_metadata.get("images", 0)) or None
+    except Exception:  # metadata we cannot read is not a reason to refuse the pixels
+        return None
+    return None
 
 
 def _open_hdf5(path: Path, key: str | None) -> SliceSource:

@@ -28,7 +28,7 @@ class SliceSource:
     """``len(source)`` slices of ``source.shape`` (H, W), read one by one by ``read(index)``.
 
     Every slice is checked as it is read: 2-D, the shape of the first, an integer, float or
-    boolean pixel type, the same type as the first slice. ``describe(index)`` names the file a
+    boolean pixel type, the same type as the first slice, no NaN or infinite values. ``describe(index)`` names the file a
     slice came from in error messages (default: ``path`` and the slice number).
     """
 
@@ -52,6 +52,10 @@ class SliceSource:
             raise VolumeError(f"{where} has shape {image.shape}, the first slice {self.shape}")
         if image.dtype.kind not in "uif" and image.dtype != bool:
             raise VolumeError(f"{where} has unsupported pixel type {image.dtype}")
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            bad = int(image.size - np.isfinite(image).sum())
+            raise VolumeError(f"{where} holds {bad} NaN or infinite pixel values; EM images must be finite: "
+                              f"replace them (e.g. by the slice mean) before segmenting")
         if self.dtype is None:
             self.dtype = image.dtype
         elif image.dtype != self.dtype:

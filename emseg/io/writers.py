@@ -10,20 +10,23 @@ Chosen by name in inference.json (``output_format``):
 - ``tiff`` with channels: a float32 (Z, C, H, W) stack of per-class probabilities.
 
 Every writer writes to ``<name>.part`` and renames it when closed without error, so an
-interrupted run leaves no output that looks complete. :func:`write_volume` writes a whole
-(Z, H, W) array through the same writers.
+interrupted run leaves no output that looks complete. An existing output is replaced only with
+``overwrite`` and only if it is what the writer writes (a file, or a folder of its own slices); a
+write error names the file and the cause and leaves earlier outputs as they were.
+:func:`write_volume` writes a whole (Z, H, W) array through the same writers.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import shutil
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from emseg.io.safety import OutputError, describe_write_error
 from emseg.io.source import VolumeError
 
 
@@ -35,12 +38,14 @@ class StackWriter:
     """Base: ``with writer: writer.write(slice)`` for each slice; published on a clean exit.
 
     Every writer takes the same arguments: the output ``path``, the pixel ``dtype`` (float32 or
-    uint8), the slice ``shape`` (H, W) and ``count`` where known, the voxel ``spacing`` (z, y, x).
+    uint8), the slice ``shape`` (H, W) and ``count`` where known, the voxel ``spacing`` (z, y, x),
+    and ``overwrite`` (replace an existing output of the same kind).
     """
 
     def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
-                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
         self.shape, self.expected = (tuple(shape) if shape is not None else None), count
         self.spacing = [float(s) for s in spacing]
         self.dtype = np.dtype(dtype)
@@ -56,27 +61,51 @@ class StackWriter:
         return image.astype(self.dtype, copy=False)
 
     def write(self, image: np.ndarray) -> None:
-        self._write(self._check(image))
+        image = self._check(image)
+        try:
+            self._write(image)
+        except OSError as err:
+            raise describe_write_error(err, self.path) from err
         self.count += 1
 
+    def check_replaceable(self) -> None:
+        """Refuse an existing output unless ``overwrite`` is set and it is a file (folder writers: see there)."""
+        if not self.path.exists() and not self.path.is_symlink():
+            return
+        if not self.overwrite:
+            raise OutputError(f"{self.path}: exists; choose another output path, or set overwrite (--overwrite True)"
+                              f" to replace it")
+        if not self.path.is_file():
+            raise OutputError(f"{self.path}: exists and is not a file; emseg replaces only files it writes")
+
     def __enter__(self) -> StackWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._open(_partial(self.path))
+        self.check_replaceable()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._open(_partial(self.path))
+        except OSError as err:
+            raise describe_write_error(err, self.path) from err
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         partial = _partial(self.path)
         try:
-            self._close()
-            if exc_type is None:
-                if self.path.is_dir():
-                    shutil.rmtree(self.path)
-                os.replace(partial, self.path)
+            if exc_type is not None:  # the first error is the one to report: close quietly, publish nothing
+                try:
+                    self._close()
+                except Exception:
+                    pass
+                return
+            try:
+                self._close()
+                self._publish(partial)
+            except OSError as err:
+                raise describe_write_error(err, self.path) from err
         finally:
-            if partial.is_dir():
-                shutil.rmtree(partial)
-            elif partial.exists():
-                partial.unlink()
+            _remove_partial(partial)
+
+    def _publish(self, partial: Path) -> None:
+        os.replace(partial, self.path)
 
     def _open(self, partial: Path) -> None:
         raise NotImplementedError
@@ -106,18 +135,53 @@ class TiffStackWriter(StackWriter):
         self._tif.close()
 
 
+def _remove_partial(partial: Path) -> None:
+    """Remove what a writer left at its own ``.part`` path (a PNG writer's folder holds only its slices)."""
+    if partial.is_dir() and not partial.is_symlink():
+        for file in partial.iterdir():
+            file.unlink()
+        partial.rmdir()
+    elif partial.exists() or partial.is_symlink():
+        partial.unlink()
+
+
 class PngFolderWriter(StackWriter):
-    """A folder of uint8 PNG slices named ``{prefix}{index:04d}.png``."""
+    """A folder of uint8 PNG slices named ``{prefix}{index:04d}.png``.
+
+    An existing folder is replaced (with ``overwrite``) only when it holds nothing but such slices: a folder
+    with any other file is never touched.
+    """
 
     prefix = "slice_"
 
+    def _own_slices(self, folder: Path) -> bool:
+        return all(f.is_file() and re.fullmatch(rf"{self.prefix}\d{{4,}}\.png", f.name) for f in folder.iterdir())
+
+    def check_replaceable(self) -> None:
+        if not self.path.exists() and not self.path.is_symlink():
+            return
+        if not self.overwrite:
+            raise OutputError(f"{self.path}: exists; choose another output folder, or set overwrite (--overwrite "
+                              f"True) to replace the slices emseg wrote there")
+        if not self.path.is_dir() or self.path.is_symlink() or not self._own_slices(self.path):
+            raise OutputError(f"{self.path}: holds files emseg did not write; emseg replaces only a folder of its own "
+                              f"{self.prefix}NNNN.png slices: choose an empty or new output folder")
+
+    def _publish(self, partial: Path) -> None:
+        old = None
+        if self.path.is_dir():  # checked at the start: only our slices
+            old = self.path.with_name(self.path.name + ".old")
+            os.replace(self.path, old)
+        os.replace(partial, self.path)
+        if old is not None:
+            _remove_partial(old)
+
     def __init__(self, path: str | Path, dtype: str = "uint8", shape: Sequence[int] | None = None,
-                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
-        super().__init__(path, "uint8", shape, count, spacing)
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
+        super().__init__(path, "uint8", shape, count, spacing, overwrite)
 
     def _open(self, partial: Path) -> None:
-        if partial.exists():
-            shutil.rmtree(partial)
+        _remove_partial(partial)  # our own leftover of an interrupted run
         partial.mkdir(parents=True)
         self._folder = partial
 
@@ -133,8 +197,8 @@ class NiftiWriter(StackWriter):
     """A ``.nii`` (or ``.nii.gz``) of ``count`` slices of ``shape`` (H, W), written as the slices come."""
 
     def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
-                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
-        super().__init__(path, dtype, shape, count, spacing)
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
+        super().__init__(path, dtype, shape, count, spacing, overwrite)
         if not self.path.name.endswith((".nii", ".nii.gz")):
             raise VolumeError(f"{self.path}: a NIfTI volume needs a .nii or .nii.gz name")
         if len(self.spacing) != 3:
@@ -174,22 +238,23 @@ FORMATS = tuple(WRITERS)
 
 
 def stack_writer(output_format: str, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
-                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> StackWriter:
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                 overwrite: bool = False) -> StackWriter:
     """The writer registered for ``output_format`` (one of :data:`FORMATS`)."""
     if output_format not in WRITERS:
         raise ValueError(f"output_format must be one of {FORMATS}, got {output_format!r}")
-    return WRITERS[output_format](path, dtype, shape, count, spacing)
+    return WRITERS[output_format](path, dtype, shape, count, spacing, overwrite)
 
 
 def write_volume(path: str | Path, volume: np.ndarray, output_format: str = "tiff", dtype: str = "float32",
-                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
+                 spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> Path:
     """Write a whole (Z, H, W) ``volume`` (a 2-D image is one slice) through :func:`stack_writer`."""
     volume = np.asarray(volume)
     if volume.ndim == 2:
         volume = volume[None]
     if volume.ndim != 3:
         raise VolumeError(f"{path}: can only write (Z, H, W) volumes, got shape {volume.shape}")
-    with stack_writer(output_format, path, dtype, volume.shape[1:], len(volume), spacing) as writer:
+    with stack_writer(output_format, path, dtype, volume.shape[1:], len(volume), spacing, overwrite) as writer:
         for image in volume:
             writer.write(image)
     return Path(path)

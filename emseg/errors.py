@@ -1,0 +1,86 @@
+"""The last line is the message: one line naming the file or key, what is wrong and the fix.
+
+MONAI's bundle CLI wraps every error raised while a config is evaluated in ``RuntimeError: Failed to
+evaluate ConfigExpression`` (75 to 325 lines of chained tracebacks), which buries emseg's own message.
+:func:`user_message` finds the error that started the chain; :func:`report` prints it as the last line
+and keeps the full traceback in a file (or on the terminal with ``EMSEG_TRACEBACK=1``). emseg installs
+:func:`report` as the exception hook of ``python -m monai.bundle`` when a bundle config imports emseg,
+and the ``emseg`` command uses it for its own errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+TRACEBACK_ENV = "EMSEG_TRACEBACK"
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The first error of a chain of ``raise ... from ...`` (or of errors raised while handling another)."""
+    seen = {id(error)}
+    while True:
+        cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if cause is None or id(cause) in seen:
+            return error
+        seen.add(id(cause))
+        error = cause
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain = [error]
+    while chain[-1] is not root_cause(chain[-1]):
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        chain.append(nxt)
+    return chain
+
+
+def user_message(error: BaseException) -> str:
+    """One line for the user: the message of the outermost emseg error in the chain (emseg's errors name the file
+    or key and the fix), else of the error that started the chain, with its type."""
+    chain = _chain(error)
+    ours = [e for e in chain if type(e).__module__.startswith("emseg")]
+    cause = ours[0] if ours else chain[-1]
+    message = " ".join(str(cause).split())
+    if isinstance(cause, KeyboardInterrupt):
+        return f"stopped ({message})" if message else "stopped"
+    if not message:
+        return type(cause).__name__
+    if type(cause).__module__.startswith("emseg"):  # emseg's errors name the file or key themselves
+        return message
+    return f"{type(cause).__name__}: {message}"
+
+
+def report(error_type, error: BaseException, tb, stream=None) -> Path | None:
+    """Print the full traceback to a file (or, with ``EMSEG_TRACEBACK=1``, to ``stream``), then the user message
+    as the last line of ``stream``; return the traceback file."""
+    stream = stream or sys.stderr
+    sys.stdout.flush()
+    text = "".join(traceback.format_exception(error_type, error, tb))
+    log = None
+    if os.environ.get(TRACEBACK_ENV):
+        stream.write(text)
+    else:
+        fd, name = tempfile.mkstemp(prefix="emseg-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        log = Path(name)
+        stream.write(f"(full traceback in {log}; set {TRACEBACK_ENV}=1 to print it here)\n")
+    stream.write(f"emseg: error: {user_message(error)}\n")
+    stream.flush()
+    return log
+
+
+def _bundle_cli_hook(error_type, error, tb) -> None:
+    report(error_type, error, tb)
+
+
+def install_for_monai_cli() -> None:
+    """Make :func:`report` the exception hook when this process is MONAI's bundle CLI (``python -m monai.bundle``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "monai.bundle.__main__" and sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _bundle_cli_hook
