@@ -30,6 +30,25 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def interior_probability(prediction, path) -> tuple:
+    """A prediction as float probabilities in [0, 1], and what it was read as: a mask (two values, 0/1 or 0/255:
+    the non-zero value is 1), a probability map (floats in [0, 1]) or an 8-bit probability map (uint8 with more
+    than two values, divided by 255)."""
+    import numpy as np
+
+    from emseg.io import VolumeError
+
+    values = np.unique(prediction)
+    if values.size <= 2 and values.min() >= 0:
+        return (prediction > 0).astype(np.float32), f"a mask (values {values.tolist()}: 0 and 1 after reading)"
+    if prediction.dtype.kind == "f" and values.min() >= 0 and values.max() <= 1:
+        return prediction.astype(np.float32), "a probability map (floats in [0, 1])"
+    if prediction.dtype == np.uint8:
+        return prediction / np.float32(255), "an 8-bit probability map (uint8 / 255)"
+    raise VolumeError(f"{path}: neither a mask (two values), probabilities in [0, 1] nor an 8-bit probability map: "
+                      f"{prediction.dtype} values {values.min()}..{values.max()}")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -42,11 +61,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     label = read_volume(args.label, args.label_key)
     if prediction.shape != label.shape:
         raise VolumeError(f"{args.prediction}: shape {prediction.shape} differs from {args.label} {label.shape}")
-    if prediction.dtype == "uint8":  # an 8-bit probability map
-        prediction = prediction / 255.0
-    elif prediction.min() < 0 or prediction.max() > 1:
-        raise VolumeError(f"{args.prediction}: probabilities must lie in [0, 1] (or be uint8 0..255), "
-                          f"found {prediction.min()}..{prediction.max()}")
+    prediction, kind = interior_probability(prediction, args.prediction)
+    print(f"{args.prediction}: read as {kind}{' of membrane, inverted' if args.invert else ''}")
     truth = binary_label(label, args.label, foreground=int(label.max()) or 1)
     if args.invert:
         prediction = 1.0 - prediction
@@ -89,8 +105,12 @@ def _bundle_promote(args: argparse.Namespace) -> int:
 def _bundle_verify(args: argparse.Namespace) -> int:
     from emseg.bundle.pack import verify_bundle
 
-    meta = verify_bundle(args.zip)
-    print(f"{args.zip}: verified ({meta['name']} {meta['version']}): schema, checksums, network input/output")
+    result = verify_bundle(args.zip, args.sha256, args.allow_code)
+    meta = result["metadata"]
+    for item in result["unlisted_code"]:
+        print(f"code off the allow list (accepted with --allow-code): {item}")
+    print(f"{args.zip}: verified {meta['name']} {meta['version']}: schema, model checksums, model.pt = model.ts, "
+          f"network input/output, configs' code; origin: {result['origin']}")
     return 0
 
 
@@ -201,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     promote.set_defaults(func=_bundle_promote)
     verify = bundle.add_parser("verify", help="check a packed bundle: schema, checksums, network input/output")
     verify.add_argument("zip", help="NAME_vVERSION.zip")
+    verify.add_argument("--sha256", default=None, help="the zip's sha256 as published by the sender (64 hex digits "
+                                                       "or a sha256sum file); without it only integrity is checked")
+    verify.add_argument("--allow-code", action="store_true", help="accept configs that run code off the allow list "
+                                                                  "(listed in the output)")
     verify.set_defaults(func=_bundle_verify)
     return parser
 

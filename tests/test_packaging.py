@@ -47,7 +47,9 @@ def test_pack_has_the_bundle_layout_and_checksums(packed):
     assert not any("emseg" in json.dumps(v) for v in inference.values())  # MONAI, torch and tifffile only
     saved = json.loads(zipfile.ZipFile(packed).read("unet/models/model.json"))  # the network travels with the weights
     assert saved["network"]["features"] == json.loads(FEATURES)
-    assert verify_bundle(packed)["version"] == version
+    result = verify_bundle(packed)
+    assert result["metadata"]["version"] == version and result["origin"].startswith("integrity only")
+    assert result["unlisted_code"] == []
 
 
 def test_an_unevaluated_model_is_packed_without_scores(packed, trained_unet):
@@ -88,6 +90,75 @@ def test_verify_fails_on_a_tampered_weight_file(packed, tmp_path):
     tampered = rewritten(packed, tmp_path, "unet/models/model.pt", lambda data: data[:-8] + bytes(8))
     with pytest.raises(BundleError, match="unet/models/model.pt has sha256 .* the file was changed"):
         verify_bundle(tampered)
+
+
+def test_verify_checks_the_published_digest(packed, tmp_path):
+    from emseg.io.files import sha256
+
+    digest = sha256(packed)
+    assert verify_bundle(packed, digest)["origin"] == "the zip's sha256 matches the one published by the sender"
+    (tmp_path / "SHA256SUMS").write_text(f"{digest}  {packed.name}\n")
+    assert verify_bundle(packed, str(tmp_path / "SHA256SUMS"))["origin"].startswith("the zip's sha256 matches")
+    with pytest.raises(BundleError, match="is not the 0+ published by the sender"):
+        verify_bundle(packed, "0" * 64)
+
+
+def test_verify_refuses_weights_swapped_with_their_checksum(packed, tmp_path):
+    """A model.pt changed together with its sha256 in large_files.json passes the checksums inside the zip, but not
+    the comparison with model.ts, nor the sender's digest."""
+    import io
+
+    import torch
+
+    from emseg.io.files import sha256
+
+    with zipfile.ZipFile(packed) as archive:
+        state = torch.load(io.BytesIO(archive.read("unet/models/model.pt")), weights_only=True)
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    swapped = rewritten(packed, tmp_path, "unet/models/model.pt", lambda data: buffer.getvalue())
+    (tmp_path / "x").mkdir()
+    new_hash = __import__("hashlib").sha256(buffer.getvalue()).hexdigest()
+    both = rewritten(swapped, tmp_path / "x", "unet/large_files.json", lambda data: json.dumps({"large_files": [
+        {**e, "hash_val": new_hash} if e["path"] == "models/model.pt" else e
+        for e in json.loads(data)["large_files"]]}).encode())
+    with pytest.raises(BundleError, match="model.pt and models/model.ts hold different weights"):
+        verify_bundle(both)
+    with pytest.raises(BundleError, match="not the .* published by the sender"):
+        verify_bundle(both, sha256(packed))
+
+
+@pytest.mark.parametrize(("member", "change", "message"), [
+    ("unet/large_files.json", lambda data: b'{"large_files": []}', "does not list models/model.pt, models/model.ts"),
+    ("unet/large_files.json", lambda data: json.dumps({"large_files": [
+        {"path": "/dev/zero", "hash_val": "0"}, *json.loads(data)["large_files"]]}).encode(), "outside the bundle"),
+    ("unet/large_files.json", lambda data: json.dumps({"large_files": [
+        {"path": "../../etc/passwd", "hash_val": "0"}, *json.loads(data)["large_files"]]}).encode(),
+     "outside the bundle"),
+    ("unet/configs/inference.json", lambda data: json.dumps({**json.loads(data), "initialize": [
+        "$__import__('os').system('touch /tmp/emseg-owned')"]}).encode(), "off the allow list.*uses __import__"),
+])
+def test_verify_refusals(packed, tmp_path, member, change, message):
+    with pytest.raises(BundleError, match=message):
+        verify_bundle(rewritten(packed, tmp_path, member, change))
+
+
+def test_verify_lists_code_it_accepts_on_request(packed, tmp_path):
+    changed = rewritten(packed, tmp_path, "unet/configs/inference.json", lambda data: json.dumps(
+        {**json.loads(data), "extra": "$os.system('true')"}).encode())
+    result = verify_bundle(changed, allow_code=True)
+    assert result["unlisted_code"] == ["inference.json: extra: $os.system('true') (uses os.system)"]
+
+
+def test_verify_refuses_members_outside_the_bundle(packed, tmp_path):
+    evil = tmp_path / packed.name
+    with zipfile.ZipFile(packed) as source, zipfile.ZipFile(evil, "w") as target:
+        for item in source.infolist():
+            target.writestr(item, source.read(item))
+        target.writestr("unet/../../escaped.txt", b"x")
+    with pytest.raises(BundleError, match="member unet/../../escaped.txt points outside the bundle"):
+        verify_bundle(evil)
 
 
 def test_verify_fails_when_metadata_lies_about_the_network(packed, tmp_path):

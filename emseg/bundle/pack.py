@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -81,6 +83,8 @@ def monai_only_inference(config: dict) -> dict:
         "postprocessing": {"_target_": "Activations", "softmax": True},
         "volume": "$tifffile.imread(@input_path)",
         "initialize": ["$torch.set_grad_enabled(False)",
+                       "$(_ for _ in ()).throw(FileExistsError(@output_path + ': exists (or is the input); choose "
+                       "another --output_path')) if os.path.exists(@output_path) else None",
                        "$os.makedirs(os.path.dirname(os.path.abspath(@output_path)), exist_ok=True)"],
         "run": [f"$tifffile.imwrite(@output_path, numpy.stack({predict}), imagej=True, metadata={{'axes': 'ZYX'}})"],
     }
@@ -233,32 +237,112 @@ def _spatial(shape_spec, n: int) -> int:
     return int(factor) * n
 
 
-def verify_bundle(zip_path: str | Path) -> dict:
-    """Check a packed bundle; raise :class:`BundleError` naming the problem, else return its metadata."""
+def _expected_digest(expected: str, zip_path: Path) -> str:
+    """A sha256 given as 64 hex digits, or read from a checksum file (``sha256sum`` format) naming the zip."""
+    if re.fullmatch(r"[0-9a-fA-F]{64}", expected.strip()):
+        return expected.strip().lower()
+    path = Path(expected)
+    if not path.is_file():
+        raise BundleError(f"{expected}: neither a sha256 (64 hex digits) nor a checksum file")
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and Path(parts[-1].lstrip("*")).name == zip_path.name and re.fullmatch(r"[0-9a-fA-F]{64}",
+                                                                                                     parts[0]):
+            return parts[0].lower()
+    raise BundleError(f"{path}: no sha256 line for {zip_path.name}")
+
+
+def _extract(archive: zipfile.ZipFile, zip_path: Path, target: Path) -> Path:
+    """Extract after refusing absolute or ``..`` member paths and symbolic links; return the one bundle folder."""
+    for info in archive.infolist():
+        name = Path(info.filename)
+        if name.is_absolute() or ".." in name.parts:
+            raise BundleError(f"{zip_path}: member {info.filename} points outside the bundle")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise BundleError(f"{zip_path}: member {info.filename} is a symbolic link")
+    archive.extractall(target)
+    roots = [p for p in target.iterdir() if p.is_dir()]
+    if len(roots) != 1:
+        raise BundleError(f"{zip_path}: expected one bundle folder at the top, found {[p.name for p in roots]}")
+    return roots[0]
+
+
+def _check_large_files(root: Path, zip_path: Path) -> None:
+    """Every model file is listed once in large_files.json, inside the bundle, a regular file, with its sha256."""
+    entries = json.loads((root / "large_files.json").read_text()).get("large_files")
+    if not isinstance(entries, list):
+        raise BundleError(f"{zip_path}: large_files.json has no large_files list")
+    listed = [entry.get("path") for entry in entries]
+    missing = [f for f in MODEL_FILES if f not in listed]
+    if missing:
+        raise BundleError(f"{zip_path}: large_files.json does not list {', '.join(missing)}: their checksums "
+                          f"cannot be checked")
+    for entry in entries:
+        path = root / str(entry.get("path"))
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise BundleError(f"{zip_path}: large_files.json names {entry.get('path')}, outside the bundle")
+        if path.is_symlink() or not path.is_file():
+            raise BundleError(f"{zip_path}: large_files.json names {entry.get('path')}, not a regular file of the "
+                              f"bundle")
+        actual = sha256(path)
+        if actual != entry.get("hash_val"):
+            raise BundleError(f"{zip_path}: {root.name}/{entry['path']} has sha256 {actual}, "
+                              f"large_files.json records {entry.get('hash_val')}: the file was changed")
+
+
+def _check_same_weights(root: Path, zip_path: Path, network: torch.jit.ScriptModule) -> None:
+    """models/model.pt holds the weights that models/model.ts runs."""
+    from emseg.networks import load_state_dict
+
+    weights = load_state_dict(root / "models" / "model.pt")
+    scripted = network.state_dict()
+    if set(weights) != set(scripted) or any(not torch.equal(weights[k].float(), scripted[k].float())
+                                            for k in weights):
+        raise BundleError(f"{zip_path}: models/model.pt and models/model.ts hold different weights: one of them "
+                          f"was replaced")
+
+
+def verify_bundle(zip_path: str | Path, expected_sha256: str | None = None, allow_code: bool = False) -> dict:
+    """Check a packed bundle; raise :class:`BundleError` naming the problem, else return what was checked.
+
+    Always: the zip's members stay inside the bundle, the metadata follows the schema, every model file is in
+    ``large_files.json`` with its sha256, ``model.pt`` and ``model.ts`` hold the same weights, the network takes
+    and gives what the metadata says, and the configs call nothing off the allow list
+    (:mod:`emseg.bundle.audit`; ``allow_code`` accepts it after listing it). These checksums prove the files
+    belong together, not who made them: only ``expected_sha256`` (the zip's digest, or a checksum file, published
+    by the sender) ties the zip to its origin. The result's ``origin`` says which was checked.
+    """
     from monai.bundle import verify_metadata
+
+    from emseg.bundle.audit import unlisted_code
 
     zip_path = Path(zip_path)
     if not zipfile.is_zipfile(zip_path):
         raise BundleError(f"{zip_path}: not a zip file")
+    origin = "integrity only: no sha256 from the sender was given (--sha256), so this says nothing of who made it"
+    if expected_sha256:
+        expected, actual = _expected_digest(expected_sha256, zip_path), sha256(zip_path)
+        if actual != expected:
+            raise BundleError(f"{zip_path}: sha256 {actual} is not the {expected} published by the sender: the zip "
+                              f"was changed or is another one")
+        origin = "the zip's sha256 matches the one published by the sender"
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(tmp)
-        roots = [p for p in Path(tmp).iterdir() if p.is_dir()]
-        if len(roots) != 1:
-            raise BundleError(f"{zip_path}: expected one bundle folder at the top, found {[p.name for p in roots]}")
-        root = roots[0]
+        root = _extract(archive, zip_path, Path(tmp))
         for required in ("configs/metadata.json", "configs/inference.json", "LICENSE", "docs/README.md",
                          "large_files.json", *MODEL_FILES):
             if not (root / required).is_file():
                 raise BundleError(f"{zip_path}: {root.name}/{required} is missing")
+        unlisted = unlisted_code(sorted((root / "configs").glob("*.json")))
+        if unlisted and not allow_code:
+            raise BundleError(f"{zip_path}: its configs run code off the allow list (MONAI, torch, numpy, tifffile, "
+                              f"Ignite, emseg, os.path): {' | '.join(unlisted[:5])}"
+                              f"{f' and {len(unlisted) - 5} more' if len(unlisted) > 5 else ''}; read them, and pass "
+                              f"--allow-code only if you trust them")
         try:
             verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(SCHEMA))
         except Exception as err:
             raise BundleError(f"{zip_path}: metadata.json does not follow the bundle schema ({err})") from err
-        for entry in json.loads((root / "large_files.json").read_text())["large_files"]:
-            actual = sha256(root / entry["path"])
-            if actual != entry["hash_val"]:
-                raise BundleError(f"{zip_path}: {root.name}/{entry['path']} has sha256 {actual}, "
-                                  f"large_files.json records {entry['hash_val']}: the file was changed")
+        _check_large_files(root, zip_path)
         meta = json.loads((root / "configs" / "metadata.json").read_text())
         inputs = meta["network_data_format"]["inputs"]["image"]
         outputs = meta["network_data_format"]["outputs"]["pred"]
@@ -267,6 +351,7 @@ def verify_bundle(zip_path: str | Path) -> dict:
             if value % _spatial(spec, 1):
                 raise BundleError(f"{zip_path}: patch size {size} does not fit the input shape {inputs['spatial_shape']}")
         network = torch.jit.load(str(root / "models" / "model.ts"), map_location="cpu").eval()
+        _check_same_weights(root, zip_path, network)
         try:
             with torch.no_grad():
                 out = network(torch.zeros(1, inputs["num_channels"], *size))
@@ -276,4 +361,4 @@ def verify_bundle(zip_path: str | Path) -> dict:
         if tuple(out.shape) != (1, outputs["num_channels"], *size):
             raise BundleError(f"{zip_path}: the network gives {tuple(out.shape)} for a {size} input, metadata.json "
                               f"says {outputs['num_channels']} channels of the input size")
-        return meta
+        return {"metadata": meta, "origin": origin, "unlisted_code": unlisted}

@@ -22,7 +22,7 @@ from emseg.data.class_masks import DEFAULT_THRESHOLD, class_mask_datalist
 from emseg.data.datalist import DatasetNotFoundError
 from emseg.data.splits import resolve_split
 from emseg.data.tiling import tile_datalist
-from emseg.io import list_slice_files
+from emseg.io import VolumeError, list_slice_files
 
 FOLDERS_IMAGES = "images"
 FOLDERS_SPLIT = {"fractions": {"train": 0.7, "validation": 0.15, "test": 0.15}, "seed": 0}
@@ -146,15 +146,23 @@ def datalist(
     mask_threshold: int = DEFAULT_THRESHOLD,
     tile_grid: Sequence[int] = (1, 1),
     download: bool = True,
+    min_size: Sequence[int] | None = None,
 ) -> list[dict]:
     """MONAI data items ``{"image", "label" (class index), "name", "index"}`` of ``part`` (train, validation,
     test) of ``dataset``, cut into ``tile_grid`` crops.
 
     ``split``, ``classes`` and ``class_priority`` None mean the data set's defaults (documented in its module).
+    ``min_size`` (the training patch size): refuse slices smaller than it, which random crops cannot fill.
     """
     if part not in ("train", "validation", "test"):
         raise ValueError(f"part must be train, validation or test, got {part!r}")
     spec = get_dataset(dataset)
     chosen = dataset_classes(dataset, classes)
-    items = spec.items(Path(dataset_dir), part, split, chosen, class_priority, mask_threshold, download)
-    return tile_datalist(items, tile_grid)
+    items = tile_datalist(spec.items(Path(dataset_dir), part, split, chosen, class_priority, mask_threshold, download),
+                          tile_grid)
+    if min_size is not None:
+        small = [item for item in items if any(s < m for s, m in zip(item["image"].shape[-2:], min_size))]
+        if small:
+            raise VolumeError(f"{dataset_dir}: slice {small[0]['name']} is {tuple(small[0]['image'].shape[-2:])}, "
+                              f"smaller than patch_size {list(min_size)}; lower --patch_size (or --tile_grid)")
+    return items
