@@ -38,20 +38,40 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
+def _raised_in_emseg(error: BaseException) -> bool:
+    """Whether emseg's own code raised ``error`` (its messages name the file or key and the fix)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("emseg")
+
+
 def user_message(error: BaseException) -> str:
     """One line for the user: the message of the outermost emseg error in the chain (emseg's errors name the file
     or key and the fix), else of the error that started the chain, with its type."""
     chain = _chain(error)
-    ours = [e for e in chain if type(e).__module__.startswith("emseg")]
+    ours = [e for e in chain if type(e).__module__.startswith("emseg") or _raised_in_emseg(e)]
     cause = ours[0] if ours else chain[-1]
     message = " ".join(str(cause).split())
     if isinstance(cause, KeyboardInterrupt):
         return f"stopped ({message})" if message else "stopped"
     if not message:
         return type(cause).__name__
-    if type(cause).__module__.startswith("emseg"):  # emseg's errors name the file or key themselves
+    if type(cause).__module__.startswith("emseg") or _raised_in_emseg(cause):  # ours name the file or key
         return message
-    return f"{type(cause).__name__}: {message}"
+    return f"{type(cause).__name__}: {message}{_config_item(chain)}"
+
+
+def _config_item(chain: list[BaseException]) -> str:
+    """`` (in config item ...)``: the innermost config item MONAI was building or evaluating, if any."""
+    for error in reversed(chain):
+        text = " ".join(str(error).split())
+        for prefix in ("Failed to instantiate ", "Failed to evaluate "):
+            if text.startswith(prefix):
+                item = text[len(prefix):].split(" set '_mode_")[0]
+                item = item.replace("ConfigExpression: ", "").replace("ConfigComponent: ", "")
+                return f" (in config item {item[:240]}{'...' if len(item) > 240 else ''})"
+    return ""
 
 
 def report(error_type, error: BaseException, tb, stream=None) -> Path | None:

@@ -66,7 +66,9 @@ def load_weights_with_digest(network: nn.Module, path: str | Path,
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the network ({err}); if they were trained elsewhere, set the "
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) < 300 else detail[:300] + "..."
+        raise ValueError(f"{path}: weights do not fit the network ({detail}); if they were trained elsewhere, set the "
                          f"network's keys (--features ...) and --network_from config") from err
     return network.eval(), digest
 
