@@ -69,14 +69,19 @@ class StackWriter:
         self.count += 1
 
     def check_replaceable(self) -> None:
-        """Refuse an existing output unless ``overwrite`` is set and it is a file (folder writers: see there)."""
+        """Refuse an existing output unless ``overwrite`` is set and it is what this writer writes."""
         if not self.path.exists() and not self.path.is_symlink():
             return
         if not self.overwrite:
             raise OutputError(f"{self.path}: exists; choose another output path, or set overwrite (--overwrite True)"
-                              f" to replace it")
-        if not self.path.is_file():
-            raise OutputError(f"{self.path}: exists and is not a file; emseg replaces only files it writes")
+                              f" to replace what emseg wrote there")
+        problem = self._not_replaceable()
+        if problem:
+            raise OutputError(f"{self.path}: {problem}")
+
+    def _not_replaceable(self) -> str | None:
+        """Why the existing output is not something this writer may replace (None: it may)."""
+        return None if self.path.is_file() else "exists and is not a file; emseg replaces only files it writes"
 
     def __enter__(self) -> StackWriter:
         self.check_replaceable()
@@ -157,15 +162,11 @@ class PngFolderWriter(StackWriter):
     def _own_slices(self, folder: Path) -> bool:
         return all(f.is_file() and re.fullmatch(rf"{self.prefix}\d{{4,}}\.png", f.name) for f in folder.iterdir())
 
-    def check_replaceable(self) -> None:
-        if not self.path.exists() and not self.path.is_symlink():
-            return
-        if not self.overwrite:
-            raise OutputError(f"{self.path}: exists; choose another output folder, or set overwrite (--overwrite "
-                              f"True) to replace the slices emseg wrote there")
-        if not self.path.is_dir() or self.path.is_symlink() or not self._own_slices(self.path):
-            raise OutputError(f"{self.path}: holds files emseg did not write; emseg replaces only a folder of its own "
-                              f"{self.prefix}NNNN.png slices: choose an empty or new output folder")
+    def _not_replaceable(self) -> str | None:
+        if self.path.is_dir() and not self.path.is_symlink() and self._own_slices(self.path):
+            return None
+        return (f"holds files emseg did not write; emseg replaces only a folder of its own {self.prefix}NNNN.png "
+                f"slices: choose an empty or new output folder")
 
     def _publish(self, partial: Path) -> None:
         old = None
