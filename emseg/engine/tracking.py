@@ -55,18 +55,22 @@ def prepare_store(tracking_uri: str) -> None:
     """
     if not tracking_uri.startswith("sqlite:///") or tracking_uri in _PREPARED:
         return
-    import fcntl
-
     import mlflow
 
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; create the store unlocked
+        fcntl = None
     database = Path(tracking_uri[len("sqlite:///"):])
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             mlflow.MlflowClient(tracking_uri).search_experiments(max_results=1)
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
     _PREPARED.add(tracking_uri)
 
 
