@@ -71,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                          [f"slice_{i:03d}" for i in range(len(truth))])
     print(scores.table())
     if args.output:
-        csv_path, json_path = scores.write(args.output)
+        csv_path, json_path = scores.write(args.output, args.overwrite)
         print(f"wrote {csv_path} and {json_path}")
     return 0
 
@@ -139,6 +139,8 @@ def _augment_preview(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from emseg.bundle.preview import augmented_pairs, preview_grid, save_pairs
+    from emseg.io.files import replace_atomically
+    from emseg.io.safety import check_new_files
 
     if not args.out and not args.save:
         raise ValueError("give --out PNG for a preview grid and/or --save DIR to write augmented pairs")
@@ -148,12 +150,12 @@ def _augment_preview(args: argparse.Namespace) -> int:
     if args.augmentation:
         overrides["augmentation"] = args.augmentation
     if args.out:
+        check_new_files([args.out], args.overwrite)
         grid = preview_grid(list(augmented_pairs(args.bundle, args.n, args.seed, **overrides)), args.columns)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(grid).save(args.out)
+        replace_atomically(args.out, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
         print(f"wrote {args.out}: {args.n} augmented pairs, {grid.shape[1]}x{grid.shape[0]} pixels")
     if args.save:
-        count = save_pairs(augmented_pairs(args.bundle, args.count, args.seed, **overrides), args.save)
+        count = save_pairs(augmented_pairs(args.bundle, args.count, args.seed, **overrides), args.save, args.overwrite)
         print(f"wrote {count} augmented pairs to {args.save}/images and {args.save}/labels")
     return 0
 
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-key", default=None, help="dataset key inside an HDF5 label file")
     evaluate.add_argument("--invert", action="store_true", help="the prediction is a membrane probability")
     evaluate.add_argument("--output", default=None, help="folder to write metrics.csv and summary.json to")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace metrics.csv and summary.json there")
     evaluate.set_defaults(func=_evaluate)
 
     augment = commands.add_parser("augment", help="augmented training data").add_subparsers(dest="augment_command",
@@ -198,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--augmentation", default=None, help="preset name instead of the bundle's")
     preview.add_argument("--dataset-dir", default=None, help="data folder instead of the bundle's dataset_dir")
     preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--overwrite", action="store_true", help="replace an existing --out file or saved pairs")
     preview.set_defaults(func=_augment_preview)
 
     bundle = commands.add_parser("bundle", help="render, pack and verify bundles").add_subparsers(

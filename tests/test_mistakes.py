@@ -258,6 +258,21 @@ def _evaluate_shape_mismatch(work, project, stack, isbi_dir):
     return ["-m", "emseg.cli", "evaluate", str(work / "pred.tif"), str(work / "gt.tif")]
 
 
+def _evaluate_onto_an_earlier_report(work, project, stack, isbi_dir):
+    tifffile.imwrite(work / "pred.tif", stack.astype(np.float32) / 255)
+    tifffile.imwrite(work / "gt.tif", tifffile.imread(isbi_dir / "train-labels.tif")[:3, :96, :96])
+    (work / "report").mkdir()
+    (work / "report" / "metrics.csv").write_text("slice,v_rand\nan earlier evaluation,0.97\n")
+    return ["-m", "emseg.cli", "evaluate", str(work / "pred.tif"), str(work / "gt.tif"), "--output",
+            str(work / "report")]
+
+
+def _preview_onto_an_existing_picture(work, project, stack, isbi_dir):
+    Image.fromarray(stack[0]).save(work / "figure.png")
+    return ["-m", "emseg.cli", "augment", "preview", "--bundle", str(project / "bundles" / "unet"), "--dataset-dir",
+            str(isbi_dir), "--out", str(work / "figure.png")]
+
+
 def _download_offline(work, project, stack, isbi_dir):
     return ["-m", "emseg.cli", "data", "download", "isbi2012", "--root", str(work / "data" / "isbi2012"),
             "--url", "http://127.0.0.1:9/isbi.h5"]
@@ -302,6 +317,10 @@ MISTAKES = [
     Mistake("evaluate with a shorter prediction", _evaluate_shape_mismatch,
             r"pred\.tif: shape \(2, 96, 96\) differs from .*gt\.tif \(3, 96, 96\)"),
     Mistake("download with no network", _download_offline, r"cannot download http://127\.0\.0\.1:9/isbi\.h5"),
+    Mistake("evaluate onto an earlier report", _evaluate_onto_an_earlier_report,
+            r"report/metrics\.csv: exists; choose another output, or pass --overwrite"),
+    Mistake("preview onto an existing picture", _preview_onto_an_existing_picture,
+            r"figure\.png: exists; choose another output, or pass --overwrite"),
 ]
 
 

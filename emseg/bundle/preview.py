@@ -56,11 +56,20 @@ def preview_grid(pairs: list[tuple[np.ndarray, np.ndarray]], columns: int = 4, g
     return grid
 
 
-def save_pairs(pairs: Iterator[tuple[np.ndarray, np.ndarray]], folder: str | Path) -> int:
-    """Write pairs as ``images/NNNNN.png`` (8-bit, contrast-stretched) and ``labels/NNNNN.png`` (255 = interior)."""
+def save_pairs(pairs: Iterator[tuple[np.ndarray, np.ndarray]], folder: str | Path, overwrite: bool = False) -> int:
+    """Write pairs as ``images/NNNNN.png`` (8-bit, contrast-stretched) and ``labels/NNNNN.png`` (255 = interior).
+
+    A folder that already holds pairs is refused unless ``overwrite``; then only ``NNNNN.png`` files are replaced.
+    """
     from PIL import Image
 
+    from emseg.io.safety import OutputError
+
     folder = Path(folder)
+    earlier = [p for sub in ("images", "labels") if (folder / sub).is_dir() for p in (folder / sub).iterdir()]
+    if earlier and not overwrite:
+        raise OutputError(f"{folder}: holds earlier pairs ({earlier[0]}); choose another folder, or pass --overwrite "
+                          f"to replace its NNNNN.png files")
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     written = 0

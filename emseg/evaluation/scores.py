@@ -11,6 +11,7 @@ curves).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import warnings
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from emseg.evaluation.challenge import (
     challenge_scores,
     pixel_scores,
 )
+from emseg.io.files import write_text_atomically
+from emseg.io.safety import check_new_files
 
 BACKGROUND = "background"
 
@@ -39,16 +42,18 @@ class StackScores:
     summary: dict = field(default_factory=dict)
     columns: tuple[str, ...] = ()
 
-    def write(self, output_dir: str | Path) -> tuple[Path, Path]:
-        """Write ``metrics.csv`` and ``summary.json`` into ``output_dir``."""
+    def write(self, output_dir: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+        """Write ``metrics.csv`` and ``summary.json`` into ``output_dir`` (atomically; existing ones are replaced
+        only with ``overwrite``)."""
         output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
         csv_path, json_path = output_dir / "metrics.csv", output_dir / "summary.json"
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        json_path.write_text(json.dumps(self.summary, indent=2))
+        check_new_files([csv_path, json_path], overwrite)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=list(self.rows[0]))
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomically(csv_path, table.getvalue())
+        write_text_atomically(json_path, json.dumps(self.summary, indent=2))
         return csv_path, json_path
 
     def table(self) -> str:

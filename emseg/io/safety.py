@@ -33,6 +33,16 @@ def check_not_an_input(output: str | Path, inputs: Iterable[str | Path | None]) 
             raise OutputError(f"{output}: contains the input {given}; write the output elsewhere")
 
 
+def check_new_files(paths: Iterable[str | Path], overwrite: bool = False) -> None:
+    """Refuse to write over any existing file in ``paths`` unless ``overwrite``, and over anything but a file ever."""
+    for path in map(Path, paths):
+        if path.exists() or path.is_symlink():
+            if not overwrite:
+                raise OutputError(f"{path}: exists; choose another output, or pass --overwrite to replace it")
+            if not path.is_file():
+                raise OutputError(f"{path}: exists and is not a file; emseg replaces only files it writes")
+
+
 def describe_write_error(error: BaseException, path: str | Path) -> OutputError:
     """An :class:`OutputError` naming ``path`` and the cause of ``error`` (disk full, read-only, permission)."""
     reasons = {
