@@ -375,8 +375,13 @@ class TrainingRun:
 
     def _completed(self, engine: Engine) -> None:
         record = self.folder.update(status=FINISHED, ended=now(), epochs_done=engine.state.epoch)
-        if self.models_dir is not None:
-            promote(self.folder.path, self.models_dir, record)
+        if self.models_dir is None:
+            return
+        if not self.best:
+            logger.warning("run %s finished without a validated model: %s/model.pt is unchanged", self.folder.name,
+                           self.models_dir)
+            return
+        promote(self.folder.path, self.models_dir, record)
 
 
 def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None = None) -> Path:
