@@ -231,3 +231,17 @@ def test_pruning_depth_comes_from_the_config_and_widths_from_the_weights(tmp_pat
     config_network = UNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=2, inference_depth=2)  # default widths
     built = network_for(weights_path(tmp_path, "r"), config_network)
     assert built.inference_depth == 2 and built.state_dict()["conv_0_0.conv_0.conv.weight"].shape[0] == 8
+
+
+@pytest.mark.slow
+def test_a_run_that_another_process_runs_is_refused_and_left_alone(project, cwd, isbi_dir):
+    import socket
+
+    folder = RunFolder(project / "bundles" / "unet" / "runs" / "busy")
+    folder.update(status=RUNNING, pid=os.getpid(), host=socket.gethostname(), epochs_done=3)  # this test is alive
+    before = folder.file("run.json").read_bytes()
+    result = monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
+                          *tiny(isbi_dir, epochs=2), "--run_name", "busy", cwd=cwd, check=False)
+    assert result.returncode == 1
+    assert "run busy is running (process" in (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert folder.file("run.json").read_bytes() == before

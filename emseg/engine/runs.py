@@ -228,7 +228,6 @@ class TrainingRun:
         models_dir: where a successful run promotes its best model (``bundles/<name>/models``).
         tracking_uri: the MLflow store (to mark stale runs and reopen a resumed one).
         checkpoint_interval: seconds that must pass between two end-of-epoch checkpoints (0: every epoch).
-        config_digest: a digest of the config, recorded to compare runs.
         network_section: the config key of the network definition; it is recorded resolved (every reference
             replaced by its value), so the weights can be used without the config.
         extra: more fields for the record (data set, split, ...).
@@ -255,6 +254,7 @@ class TrainingRun:
         self._late_attached = False
         self._epoch_metrics: dict[str, float] = {}
         self._trainer: Engine | None = None
+        self._owns_folder = False  # set once this process has taken the run over: only then does it write there
 
     # --- wiring -------------------------------------------------------------------------------------------
     def attach(self, engine: Engine) -> None:
@@ -289,6 +289,7 @@ class TrainingRun:
         self.folder.update(run_name=self.folder.name, status=RUNNING, pid=os.getpid(), host=socket.gethostname(),
                            started=record.get("started", now()), max_epochs=engine.state.max_epochs,
                            network=self.network, **self.extra)
+        self._owns_folder = True
         if record.get("mlflow_run_id") and self.tracking_uri:
             _set_mlflow_status(self.tracking_uri, record["mlflow_run_id"], RUNNING)  # the tracker continues it
         self._last_save = time.monotonic()
@@ -363,7 +364,10 @@ class TrainingRun:
     # --- the end ------------------------------------------------------------------------------------------
     def _exception(self, engine: Engine, error: BaseException) -> None:
         """Record why the run stopped; save a checkpoint unless the weights are not finite. Never re-raises: the
-        MLflow tracker and MONAI's StatsHandler after it do."""
+        MLflow tracker and MONAI's StatsHandler after it do. A run refused at the start (another process runs it,
+        or it is finished) is left as it was."""
+        if not self._owns_folder:
+            return
         if isinstance(error, KeyboardInterrupt):
             self._save_last(engine.state.epoch - 1 if engine.state.iteration % engine.state.epoch_length else
                             engine.state.epoch)
