@@ -19,27 +19,21 @@ from pathlib import Path
 TRACEBACK_ENV = "EMSEG_TRACEBACK"
 
 
-def root_cause(error: BaseException) -> BaseException:
-    """The first error of a chain of ``raise ... from ...`` (or of errors raised while handling another)."""
-    seen = {id(error)}
-    while True:
-        cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
-        if cause is None or id(cause) in seen:
-            return error
-        seen.add(id(cause))
-        error = cause
-
-
-def _chain(error: BaseException) -> list[BaseException]:
+def error_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from (``raise ... from``) or while handling, outermost first."""
     chain = [error]
-    while chain[-1] is not root_cause(chain[-1]):
-        nxt = chain[-1].__cause__ or chain[-1].__context__
-        chain.append(nxt)
-    return chain
+    while True:
+        last = chain[-1]
+        cause = last.__cause__ or (None if last.__suppress_context__ else last.__context__)
+        if cause is None or any(cause is seen for seen in chain):
+            return chain
+        chain.append(cause)
 
 
-def _raised_in_emseg(error: BaseException) -> bool:
-    """Whether emseg's own code raised ``error`` (its messages name the file or key and the fix)."""
+def _ours(error: BaseException) -> bool:
+    """Whether emseg raised ``error`` (its own type, or raised by its code): its message names the file or key."""
+    if type(error).__module__.startswith("emseg"):
+        return True
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
@@ -49,15 +43,15 @@ def _raised_in_emseg(error: BaseException) -> bool:
 def user_message(error: BaseException) -> str:
     """One line for the user: the message of the outermost emseg error in the chain (emseg's errors name the file
     or key and the fix), else of the error that started the chain, with its type."""
-    chain = _chain(error)
-    ours = [e for e in chain if type(e).__module__.startswith("emseg") or _raised_in_emseg(e)]
+    chain = error_chain(error)
+    ours = [e for e in chain if _ours(e)]
     cause = ours[0] if ours else chain[-1]
     message = " ".join(str(cause).split())
     if isinstance(cause, KeyboardInterrupt):
         return f"stopped ({message})" if message else "stopped"
     if not message:
         return type(cause).__name__
-    if type(cause).__module__.startswith("emseg") or _raised_in_emseg(cause):  # ours name the file or key
+    if ours:
         return message
     return f"{type(cause).__name__}: {message}{_config_item(chain)}"
 

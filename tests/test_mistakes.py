@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,6 @@ class Mistake:
     build: callable
     expect: str | None
     limit_file_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def inference(project: Path, *args: str) -> list[str]:

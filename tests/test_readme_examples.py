@@ -58,5 +58,3 @@ def test_example_overrides_keys_the_config_has(doc, command):
     parser.read_config([str(REPO_ROOT / f) for f in files])
     missing = [key for key in values if key not in parser]
     assert not missing, f"{doc}: {command}\noverrides keys the config lacks: {missing}"
-    parser.update(values)
-    assert all(parser[key] == value for key, value in values.items())

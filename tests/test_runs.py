@@ -72,6 +72,21 @@ def mlflow_run(project: Path, name: str):
     return client, runs[0]
 
 
+def interrupted(project: Path, cwd: Path, isbi_dir: Path, name: str, epochs: int, after: int,
+                signum: int) -> tuple[RunFolder, subprocess.Popen, str]:
+    """Start a training run ``name`` of ``epochs`` epochs, send ``signum`` once ``after`` epochs are done."""
+    folder = RunFolder(project / "bundles" / "unet" / "runs" / name)
+    process = start(project, cwd, [*tiny(isbi_dir, epochs=epochs), "--run_name", name])
+    wait_for_epochs(folder, after, process)
+    process.send_signal(signum)
+    return folder, process, process.communicate(timeout=120)[0]
+
+
+def resume(project: Path, cwd: Path, isbi_dir: Path, name: str, epochs: int) -> None:
+    monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
+                 *tiny(isbi_dir, epochs=epochs), "--run_name", name, cwd=cwd)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     return copy_bundles(tmp_path_factory.mktemp("project"), ["unet"])
@@ -84,15 +99,10 @@ def cwd(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_resume_after_kill_9_repeats_at_most_one_epoch(project, cwd, isbi_dir):
-    folder = RunFolder(project / "bundles" / "unet" / "runs" / "killed")
-    process = start(project, cwd, [*tiny(isbi_dir, epochs=6), "--run_name", "killed"])
-    wait_for_epochs(folder, 2, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    folder, _, _ = interrupted(project, cwd, isbi_dir, "killed", epochs=6, after=2, signum=signal.SIGKILL)
     done = folder.record()["epochs_done"]
     assert folder.record()["status"] == RUNNING  # nobody could record the end
-    monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
-                 *tiny(isbi_dir, epochs=6), "--run_name", "killed", cwd=cwd)
+    resume(project, cwd, isbi_dir, "killed", epochs=6)
     record = folder.record()
     assert record["status"] == FINISHED and record["epochs_done"] == 6
     assert record["resumed"][0]["epoch"] >= done - 1 >= 1
@@ -107,11 +117,8 @@ def test_resume_after_kill_9_repeats_at_most_one_epoch(project, cwd, isbi_dir):
 
 @pytest.mark.slow
 def test_sigterm_saves_a_loadable_checkpoint_and_the_run_resumes(project, cwd, isbi_dir):
-    folder = RunFolder(project / "bundles" / "unet" / "runs" / "stopped")
-    process = start(project, cwd, [*tiny(isbi_dir, epochs=4), "--run_name", "stopped"])
-    wait_for_epochs(folder, 1, process)
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=120)[0]
+    folder, process, output = interrupted(project, cwd, isbi_dir, "stopped", epochs=4, after=1,
+                                          signum=signal.SIGTERM)
     assert process.returncode != 0
     assert folder.record()["status"] == KILLED
     checkpoint = torch.load(folder.file("checkpoint_last.pt"), weights_only=True)
@@ -122,8 +129,7 @@ def test_sigterm_saves_a_loadable_checkpoint_and_the_run_resumes(project, cwd, i
         checkpoint["model"])
     _, run = mlflow_run(project, "stopped")
     assert run.info.status == "KILLED", output[-2000:]
-    monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
-                 *tiny(isbi_dir, epochs=4), "--run_name", "stopped", cwd=cwd)
+    resume(project, cwd, isbi_dir, "stopped", epochs=4)
     assert folder.record()["status"] == FINISHED and mlflow_run(project, "stopped")[1].info.status == "FINISHED"
 
 

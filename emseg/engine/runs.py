@@ -76,13 +76,16 @@ def save_atomically(obj: Any, path: Path) -> None:
 
 
 def _process_alive(pid: int | None, host: str | None) -> bool:
-    if pid is None or host != socket.gethostname():
-        return host is not None and host != socket.gethostname()  # another machine's run: cannot tell, assume alive
+    """Whether the process that recorded a run still runs; another machine's process is assumed alive."""
+    if host != socket.gethostname():
+        return host is not None
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, owned by someone else
         return True
     return True
 
