@@ -81,3 +81,16 @@ def test_label_polarity_detection(isbi_volumes):
     labels = isbi_volumes[1][:2]
     np.testing.assert_array_equal(interior_from_membrane_labels(labels == 0, "x"), labels)  # membrane mask
     np.testing.assert_array_equal(interior_from_membrane_labels(labels // 255, "x"), labels)  # interior mask
+
+
+def test_a_kept_hdf5_copy_stays_and_the_tiffs_are_not_overwritten(tmp_path, served_hdf5):
+    url, digest = served_hdf5
+    root = tmp_path / "data"
+    download_isbi2012(root, url=url, sha256=digest, keep_hdf5=True)
+    kept = (root / "isbi2012_train.h5").read_bytes()
+    (root / IMAGE_FILE).unlink()  # the user keeps the HDF5 and asks again
+    from emseg.io.safety import OutputError
+
+    with pytest.raises(OutputError, match=f"{LABEL_FILE}: exists"):  # a file already there is never replaced
+        download_isbi2012(root, url=url, sha256=digest)
+    assert (root / "isbi2012_train.h5").read_bytes() == kept  # the user's copy, not deleted

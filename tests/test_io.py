@@ -18,6 +18,7 @@ from emseg.io import (
     stack_writer,
     write_volume,
 )
+from emseg.io.safety import OutputError
 
 
 def test_multipage_tiff(isbi_dir, isbi_volumes):
@@ -197,3 +198,13 @@ def test_tiff_with_all_slices_in_one_page_reads_alike(tmp_path, stack):
     with open_slices(path) as source:
         assert len(source) == 3
         np.testing.assert_array_equal(np.stack(list(source)), stack)
+
+
+def test_png_writer_never_clears_a_foreign_part_folder(tmp_path, stack):
+    """``<out>.part`` is emseg's scratch name; a folder of that name holding anything else is left alone."""
+    scratch = tmp_path / "masks.part"
+    scratch.mkdir()
+    (scratch / "notes.txt").write_text("not emseg's")
+    with pytest.raises(OutputError, match="masks.part: exists and holds files emseg did not"):
+        write_volume(tmp_path / "masks", stack, "png")
+    assert (scratch / "notes.txt").read_text() == "not emseg's" and not (tmp_path / "masks").exists()

@@ -152,15 +152,17 @@ def download_isbi2012(
     root = Path(root).resolve()
     created = [folder for folder in (root, *root.parents) if not folder.exists()]
     h5_path = root / "isbi2012_train.h5"
+    ours = not h5_path.exists()  # a copy the user kept (--keep-hdf5) is theirs: never deleted
     try:
         download_file(url, h5_path, sha256)
         return convert_isbi2012_hdf5(h5_path, root)
     except BaseException:
-        h5_path.unlink(missing_ok=True)
+        if ours:
+            h5_path.unlink(missing_ok=True)
         for folder in created:  # leave nothing behind: the folders made for the download, if still empty
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
     finally:
-        if not keep_hdf5:
+        if ours and not keep_hdf5:
             h5_path.unlink(missing_ok=True)

@@ -88,6 +88,8 @@ class StackWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open(_partial(self.path))
+        except OutputError:
+            raise
         except OSError as err:
             raise describe_write_error(err, self.path) from err
         return self
@@ -140,12 +142,23 @@ class TiffStackWriter(StackWriter):
         self._tif.close()
 
 
+SLICE_PREFIX = "slice_"
+
+
+def _is_slice(file: Path) -> bool:
+    """A PNG slice as :class:`PngFolderWriter` names them (``slice_0000.png``)."""
+    return file.is_file() and re.fullmatch(rf"{SLICE_PREFIX}\d{{4,}}\.png", file.name) is not None
+
+
 def _remove_partial(partial: Path) -> None:
-    """Remove what a writer left at its own ``.part`` path (a PNG writer's folder holds only its slices)."""
+    """Remove what a writer left at its own ``.part`` path: a file, or a folder's ``slice_NNNN.png`` slices and
+    then the folder if nothing else is in it (anything else there is not emseg's and stays)."""
     if partial.is_dir() and not partial.is_symlink():
         for file in partial.iterdir():
-            file.unlink()
-        partial.rmdir()
+            if _is_slice(file):
+                file.unlink()
+        if not any(partial.iterdir()):
+            partial.rmdir()
     elif partial.exists() or partial.is_symlink():
         partial.unlink()
 
@@ -157,10 +170,18 @@ class PngFolderWriter(StackWriter):
     with any other file is never touched.
     """
 
-    prefix = "slice_"
+    prefix = SLICE_PREFIX
 
-    def _own_slices(self, folder: Path) -> bool:
-        return all(f.is_file() and re.fullmatch(rf"{self.prefix}\d{{4,}}\.png", f.name) for f in folder.iterdir())
+    @staticmethod
+    def _own_slices(folder: Path) -> bool:
+        return all(_is_slice(f) for f in folder.iterdir())
+
+    def _open(self, partial: Path) -> None:
+        if partial.exists() and not (partial.is_dir() and self._own_slices(partial)):
+            raise OutputError(f"{partial}: exists and holds files emseg did not write; move it away")
+        _remove_partial(partial)  # our own leftover of an interrupted run
+        partial.mkdir(parents=True)
+        self._folder = partial
 
     def _not_replaceable(self) -> str | None:
         if self.path.is_dir() and not self.path.is_symlink() and self._own_slices(self.path):
@@ -180,11 +201,6 @@ class PngFolderWriter(StackWriter):
     def __init__(self, path: str | Path, dtype: str = "uint8", shape: Sequence[int] | None = None,
                  count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
         super().__init__(path, "uint8", shape, count, spacing, overwrite)
-
-    def _open(self, partial: Path) -> None:
-        _remove_partial(partial)  # our own leftover of an interrupted run
-        partial.mkdir(parents=True)
-        self._folder = partial
 
     def _write(self, image: np.ndarray) -> None:
         from PIL import Image
