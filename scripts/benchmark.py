@@ -6,7 +6,8 @@
 
 Prints, in this order:
   (a) the peer: a plain float32 PyTorch loop as the reference projects train (MONAI BasicUNet with the bundle's
-      widths, numpy flips and rotations, binary cross-entropy, Adam), patches/s;
+      widths, numpy flips and rotations, binary cross-entropy, Adam), patches/s; measured again after (b), with
+      the allocator setting the bundle makes (emseg.engine.allocator), to show what that setting alone gives;
   (b) the bundle's training end to end (its own engine, data pipeline, handlers), patches/s;
   (c) the bundle's network + loss + optimizer alone (its precision and layout), patches/s;
   (d) the share of an end-to-end step spent outside (c);
@@ -153,16 +154,15 @@ def network_alone(bundle: Path, overrides: dict, steps: int, device: str) -> tup
 
 
 def inference_rate(bundle: Path, overrides: dict, image: np.ndarray, tta: bool, slices: int, device: str) -> float:
-    """(e) slices/s of the bundle's inference (sliding window, its precision) on ``image``, repeated."""
-    from emseg.engine.precision import prepare_network
+    """(e) slices/s of the bundle's inference (its windows, precision and layout) on ``image``, repeated."""
     from emseg.inference import predict_slices
 
-    parser = bundle_config(bundle, "inference.json", {**overrides, "tta_transforms": "all" if tta else [[0, False]]})
-    network = prepare_network(parser.get_parsed_content("network_def"), device,  # random weights: speed only
-                              parser.get_parsed_content("channels_last")).eval()
-    run = predict_slices([image] * (slices + 1), network, parser.get_parsed_content("inferer"),
-                         parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing"),
-                         device)
+    parser = bundle_config(bundle, "inference.json", {
+        **overrides, "tta_transforms": "all" if tta else [[0, False]],
+        "network": "$emseg.engine.precision.prepare_network(@network_def, @device)"})  # random weights: speed only
+    run = predict_slices([image] * (slices + 1), parser.get_parsed_content("network"),
+                         parser.get_parsed_content("inferer"), parser.get_parsed_content("preprocessing"),
+                         parser.get_parsed_content("postprocessing"), device)
     next(run)  # warm-up slice
     synchronize(device)
     start = time.perf_counter()
@@ -215,6 +215,9 @@ def main(argv=None) -> dict:
     figures["memory"]["b"] = peak_memory_mib(device)
     print(f"(b) bundle training end to end: {figures['b_bundle_patches_per_s']:.2f} patches/s "
           f"({figures['b_bundle_patches_per_s'] / figures['a_peer_patches_per_s']:.2f}x the peer)", flush=True)
+    figures["a_peer_allocator_patches_per_s"] = peer_loop(volume, labels, features, batch, patch[0], steps, device)
+    print(f"(a) the same peer loop again, with the allocator setting (b) made: "
+          f"{figures['a_peer_allocator_patches_per_s']:.2f} patches/s", flush=True)
     figures["c_network_patches_per_s"], flops = network_alone(bundle, overrides, steps, device)
     figures["memory"]["c"] = peak_memory_mib(device)
     print(f"(c) network + loss + optimizer alone: {figures['c_network_patches_per_s']:.2f} patches/s "

@@ -1,13 +1,18 @@
-"""The autocast inferer: bfloat16 inside the network on CPU, float32 out, MetaTensor stripped."""
+"""The autocast inferer (bfloat16 inside the network on CPU, float32 out, MetaTensor stripped), the folded
+reduced-precision copy networks run as in eval mode, and settings chosen by measurement."""
 
 from __future__ import annotations
 
+import copy
+import logging
+
+import pytest
 import torch
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import BasicUNet
 
-from emseg.engine.precision import AutocastInferer, prepare_network
+from emseg.engine.precision import AutocastInferer, Settings, fold_batch_norm, measure_settings, prepare_network
 
 
 def _net():
@@ -45,3 +50,63 @@ def test_gradients_flow_through_autocast():
     out = AutocastInferer(amp=True)(torch.rand(2, 1, 32, 32), net)
     out.mean().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
+
+
+def _net_with_statistics():
+    """A U-Net whose batch norms hold non-trivial running statistics and affine parameters."""
+    net = _net()
+    generator = torch.Generator().manual_seed(1)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.3, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.normal_(0, 0.2, generator=generator)
+    return net.eval()
+
+
+def test_folding_batch_norm_keeps_the_output():
+    net = _net_with_statistics()
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    folded = copy.deepcopy(net)
+    assert fold_batch_norm(folded) == norms == 18  # 9 double convolutions
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 1, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_network_in_training_mode_is_not_folded():
+    net = _net_with_statistics().train()
+    assert fold_batch_norm(net) == 0
+
+
+def test_eval_runs_a_reduced_precision_copy_that_follows_the_weights():
+    net = _net_with_statistics()
+    inferer = AutocastInferer(amp=True, channels_last=True)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        first = inferer(x, net)
+        torch.testing.assert_close(first, net(x), rtol=0, atol=0.02 * net(x).abs().max().item())
+        assert first.dtype == torch.float32
+        assert inferer(x, net) is not first and torch.equal(inferer(x, net), first)  # the copy is kept
+        net.final_conv.bias += 1.0  # weights changed in place, as an optimizer step does
+        second = inferer(x, net)
+    torch.testing.assert_close(second, first + 1.0, rtol=0, atol=0.02)
+
+
+def test_settings_given_are_kept_and_auto_is_measured(caplog):
+    net = _net()
+    assert measure_settings(net, "cpu", True, False, [32, 32]) == Settings(True, False)
+    with caplog.at_level(logging.INFO, logger="emseg.engine.precision"):
+        chosen = measure_settings(net, "cpu", "auto", "auto", [32, 32], batch_size=2, repeats=1)
+    assert isinstance(chosen.amp, bool) and isinstance(chosen.channels_last, bool)
+    assert "chose amp" in caplog.text and caplog.text.count("channels_last=") == 5  # 4 timings and the choice
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    measure_settings(net, "cpu", "auto", False, [32, 32], repeats=1)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # measured on a copy
+
+
+def test_settings_refuse_a_value_that_is_not_a_choice():
+    with pytest.raises(ValueError, match='amp must be true, false or "auto"'):
+        measure_settings(_net(), "cpu", "fast", True, [32, 32])
