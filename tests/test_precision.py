@@ -12,7 +12,13 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import BasicUNet
 
-from emseg.engine.precision import AutocastInferer, Settings, fold_batch_norm, measure_settings, prepare_network
+from emseg.engine.precision import (
+    AutocastInferer,
+    Settings,
+    fold_batch_norm,
+    measure_settings,
+    prepare_network,
+)
 
 
 def _net():
