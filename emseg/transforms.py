@@ -7,25 +7,31 @@ parameters):
   degrees, shear 0.2 degrees, shifts and zoom of 20%, horizontal and vertical flips,
   constant fill 0, every transform on every sample.
 - ``unet``: the U-Net paper: flips, 90-degree rotations and elastic deformation from
-  random displacements on a coarse 3x3 grid (10 px standard deviation), bicubic.
+  random displacements on a coarse 3x3 grid (10 px standard deviation), bicubic
+  (:class:`ElasticDeformd`: the identity at zero strength, unlike MONAI's ``Rand2DElasticd``
+  whose control-grid spacing also scales the image; it deforms a crop larger by
+  :func:`crop_size`'s margin and cuts the patch from its middle, so no padding enters it).
 - ``em``: spatial (flips, 90-degree rotations, affine with reflection padding, mild
   elastic) plus intensity (gamma, contrast, noise, blur) for EM's varying staining.
 
-Images are interpolated bilinearly, labels with nearest neighbour (so they keep their
+Images are interpolated bilinearly (bicubically by ``ElasticDeformd``), labels with nearest neighbour (so they keep their
 class values), weight maps bilinearly; intensity transforms touch only images.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import (
     MapTransform,
-    Rand2DElasticd,
+    RandomizableTransform,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
@@ -54,6 +60,10 @@ class PresetKeys:
         keys = [*self.image, *self.label, *self.weight]
         modes = ["bilinear"] * len(self.image) + ["nearest"] * len(self.label) + ["bilinear"] * len(self.weight)
         return keys, modes
+
+    def elastic_modes(self) -> list[str]:
+        """Interpolation modes for :class:`ElasticDeformd`, in the order of :meth:`spatial`'s keys."""
+        return ["bicubic"] * len(self.image) + ["nearest"] * len(self.label) + ["bilinear"] * len(self.weight)
 
 
 def _flips_and_rotations(keys: list[str], rotate90: bool) -> list:
@@ -84,16 +94,83 @@ def keras_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (2
     return [affine, *_flips_and_rotations(keys, rotate90=False)]
 
 
+class ElasticDeformd(RandomizableTransform, MapTransform):
+    """Elastic deformation of 2-D channel-first arrays (Ronneberger et al. 2015), then the middle ``output_size``.
+
+    Displacements drawn from N(0, ``sigma``) pixels at a ``grid_points`` x ``grid_points`` grid of control points
+    spanning the input are interpolated bicubically to every pixel; each key is resampled at the displaced
+    coordinates with its ``mode`` (``bicubic`` for images, ``nearest`` for labels, ``bilinear`` for weight
+    maps). With ``sigma`` 0, or when the transform is not drawn (``prob``), the output is the input's middle,
+    not resampled. Give an input larger than ``output_size`` by :func:`elastic_margin` on each side and no
+    padded pixel reaches the output (reflection covers the rare displacement beyond it).
+    """
+
+    def __init__(self, keys: KeysCollection, sigma: float = 10.0, grid_points: int = 3, prob: float = 1.0,
+                 mode: str | Sequence[str] = "bicubic", output_size: Sequence[int] | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if grid_points < 2:
+            raise ValueError(f"grid_points must be at least 2, got {grid_points}")
+        self.sigma, self.grid_points = float(sigma), int(grid_points)
+        self.modes = [mode] * len(self.keys) if isinstance(mode, str) else list(mode)
+        self.output_size = tuple(output_size) if output_size is not None else None
+        self._displacement: np.ndarray | None = None
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self._displacement = (self.R.normal(0.0, self.sigma, (2, self.grid_points, self.grid_points))
+                              if self._do_transform and self.sigma > 0 else None)
+
+    def sampling_grid(self, shape: Sequence[int]) -> torch.Tensor | None:
+        """grid_sample's (1, H, W, 2) grid for the last drawn displacement, None for the identity."""
+        if self._displacement is None:
+            return None
+        height, width = shape
+        dense = F.interpolate(torch.as_tensor(self._displacement, dtype=torch.float32)[None], size=(height, width),
+                              mode="bicubic", align_corners=True)[0]  # (2, H, W): rows, columns in pixels
+        rows = torch.arange(height, dtype=torch.float32)[:, None] + dense[0]
+        columns = torch.arange(width, dtype=torch.float32)[None, :] + dense[1]
+        # align_corners=True: -1 and 1 are the centres of the first and last pixels
+        return torch.stack([2 * columns / max(width - 1, 1) - 1, 2 * rows / max(height - 1, 1) - 1], -1)[None]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        self.randomize()
+        grid = None
+        for key, mode in self.key_iterator(d, self.modes):
+            image = torch.as_tensor(d[key])
+            image = image.as_tensor() if hasattr(image, "as_tensor") else image
+            if grid is None:
+                grid = self.sampling_grid(image.shape[-2:])
+            if grid is not None:
+                image = F.grid_sample(image[None].float(), grid, mode=mode, padding_mode="reflection",
+                                      align_corners=True)[0].to(image.dtype)
+            d[key] = self._middle(image)
+        return d
+
+    def _middle(self, image: torch.Tensor) -> torch.Tensor:
+        if self.output_size is None:
+            return image
+        starts = [(size - out) // 2 for size, out in zip(image.shape[-2:], self.output_size)]
+        if min(starts) < 0:
+            raise ValueError(f"ElasticDeformd: input {tuple(image.shape[-2:])} is smaller than output_size "
+                             f"{self.output_size}")
+        return image[..., starts[0]:starts[0] + self.output_size[0], starts[1]:starts[1] + self.output_size[1]]
+
+
+def elastic_margin(sigma: float) -> int:
+    """Pixels of context on each side that an elastic deformation of ``sigma`` needs (3 sigma)."""
+    return int(math.ceil(3 * sigma))
+
+
 def unet_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), grid_points: int = 3,
                 sigma: float = 10.0, prob: float = 0.9) -> list:
     """Flips, 90-degree rotations and elastic deformation on a coarse ``grid_points`` grid with
-    displacements drawn from N(0, ``sigma``) pixels (Ronneberger et al. 2015)."""
-    keys, modes = keys.spatial()
-    spacing = [s / (grid_points - 1) for s in patch_size]
-    elastic = Rand2DElasticd(
-        keys, spacing=spacing, magnitude_range=(sigma, sigma), prob=prob, mode=modes, padding_mode="reflection"
-    )
-    return [*_flips_and_rotations(keys, rotate90=True), elastic]
+    displacements drawn from N(0, ``sigma``) pixels (Ronneberger et al. 2015), bicubic for images."""
+    elastic = ElasticDeformd(keys.spatial()[0], sigma=sigma, grid_points=grid_points, prob=prob,
+                             mode=keys.elastic_modes(), output_size=patch_size)
+    return [*_flips_and_rotations(keys.spatial()[0], rotate90=True), elastic]
 
 
 def em_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), rotation_degrees: float = 20.0,
@@ -101,15 +178,13 @@ def em_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256,
               noise_std: float = 0.1) -> list:
     """Spatial (flips, 90-degree rotations, affine, mild elastic) and intensity (gamma, contrast,
     brightness, Gaussian noise, blur) augmentation for EM slices normalised to zero mean, unit variance."""
-    images = list(keys.image)
+    images, elastic_modes = list(keys.image), keys.elastic_modes()
     keys, modes = keys.spatial()
-    spacing = [s / 2 for s in patch_size]
     return [
         *_flips_and_rotations(keys, rotate90=True),
         RandAffined(keys, prob=0.5, rotate_range=math.radians(rotation_degrees), scale_range=(scale, scale),
                     mode=modes, padding_mode="reflection"),
-        Rand2DElasticd(keys, spacing=spacing, magnitude_range=(elastic_sigma, elastic_sigma), prob=0.3,
-                       mode=modes, padding_mode="reflection"),
+        ElasticDeformd(keys, sigma=elastic_sigma, prob=0.3, mode=elastic_modes, output_size=patch_size),
         RandAdjustContrastd(images, prob=0.3, gamma=gamma),
         RandScaleIntensityd(images, factors=0.2, prob=0.3),
         RandShiftIntensityd(images, offsets=0.2, prob=0.3),
@@ -124,6 +199,22 @@ _PRESET_FUNCTIONS: dict[str, Callable[..., list]] = {
     "unet": unet_preset,
     "em": em_preset,
 }
+
+
+# the parameter that sets each preset's elastic deformation, for the margin its crop needs
+_ELASTIC_SIGMA = {"unet": "sigma", "em": "elastic_sigma"}
+
+
+def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:
+    """Size of the random crop that preset ``name`` (with its parameters ``kwargs``) turns into a ``patch_size``
+    patch: larger by :func:`elastic_margin` on each side for presets that deform elastically."""
+    if name not in _PRESET_FUNCTIONS:
+        raise ValueError(f"unknown augmentation preset '{name}'; choose from {', '.join(PRESETS)}")
+    parameter = _ELASTIC_SIGMA.get(name)
+    if parameter is None:
+        return list(patch_size)
+    sigma = kwargs.get(parameter, inspect.signature(_PRESET_FUNCTIONS[name]).parameters[parameter].default)
+    return [size + 2 * elastic_margin(sigma) for size in patch_size]
 
 
 def augmentation(name: str, image_keys: Sequence[str] = ("image",), label_keys: Sequence[str] = ("label",),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import sys
@@ -181,6 +182,9 @@ def main(argv=None) -> dict:
     args.add_argument("--quick", action="store_true", help="tiny sizes and step counts: check the figures print")
     args.add_argument("--json", default=None, help="also write the figures to this JSON file")
     opts = args.parse_args(argv)
+    logging.basicConfig(format="    %(name)s: %(message)s", level=logging.WARNING, stream=sys.stdout)
+    for name in ("emseg.engine.precision", "emseg.engine.allocator", "emseg.data.workers"):  # the choices made
+        logging.getLogger(name).setLevel(logging.INFO)
     import tifffile
 
     bundle, device = Path(opts.bundle).resolve(), opts.device
@@ -224,11 +228,12 @@ def main(argv=None) -> dict:
           f"({figures['c_network_patches_per_s'] / figures['a_peer_patches_per_s']:.2f}x the peer)", flush=True)
     figures["d_outside_share"] = 1 - figures["b_bundle_patches_per_s"] / figures["c_network_patches_per_s"]
     print(f"(d) share of an end-to-end step outside (c): {100 * figures['d_outside_share']:.0f}%")
+    inference = bundle_config(bundle, "inference.json", {}).config  # overrides that apply to inference
     for size in sizes:
         image = np.resize(volume[0], (size, size)) if size > volume.shape[1] else volume[0, :size, :size]
         for tta in (False, True):
             key = f"e_inference_{size}_{'tta' if tta else 'no_tta'}_slices_per_s"
-            figures[key] = inference_rate(bundle, {k: v for k, v in overrides.items() if k == "device"}, image, tta,
+            figures[key] = inference_rate(bundle, {k: v for k, v in overrides.items() if k in inference}, image, tta,
                                           slices, device)
             print(f"(e) inference {size}x{size} {'with 8-fold TTA' if tta else 'without TTA'}: {figures[key]:.3f} "
                   f"slices/s ({1 / figures[key]:.2f} s per slice)", flush=True)

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Compose
+from monai.transforms import Compose, RandFlipd, RandRotate90d
 from monai.utils import set_determinism
 
-from emseg.transforms import PRESETS, BorderWeightd, augmentation, border_weight_map
+from emseg.transforms import PRESETS, BorderWeightd, ElasticDeformd, augmentation, border_weight_map, crop_size
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,63 @@ def test_weight_map_travels_with_the_label(patch):
     assert out["weight"].shape == (1, 128, 128)
     # weights stay high on membrane pixels and low inside cells after the same deformation
     assert out["weight"][out["label"] == 0].mean() > out["weight"][out["label"] == 1].mean()
+
+
+def _ramps(size: int) -> dict:
+    """Images whose values are their own row and column coordinates."""
+    rows, columns = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                                   indexing="ij")
+    return {"image": rows[None].clone(), "label": columns[None].clone()}
+
+
+def test_elastic_deformation_at_zero_displacement_is_the_identity():
+    data = _ramps(96)
+    elastic = ElasticDeformd(["image", "label"], sigma=10.0, mode=["bicubic", "bilinear"], output_size=(64, 64))
+    elastic.set_random_state(0)
+    elastic.randomize()
+    elastic._displacement = np.zeros((2, 3, 3))  # drawn, then zeroed: resampled through the same grid path
+    grid = elastic.sampling_grid((96, 96))
+    moved = torch.nn.functional.grid_sample(data["image"][None], grid, mode="bicubic", align_corners=True)[0]
+    assert (moved - data["image"]).abs().max() < 0.01  # coordinates move less than 0.01 px
+    out = ElasticDeformd(["image", "label"], sigma=0.0, output_size=(64, 64))(data)
+    assert torch.equal(out["image"], data["image"][:, 16:80, 16:80])  # sigma 0: the middle, not resampled
+
+
+def test_elastic_displacement_has_the_stated_deviation():
+    sigma, size = 10.0, 121  # the middle control point of the 3x3 grid sits on pixel (60, 60)
+    elastic = ElasticDeformd(["image", "label"], sigma=sigma, mode="bilinear")
+    elastic.set_random_state(0)
+    displacements = []
+    for _ in range(400):
+        out = elastic(_ramps(size))
+        displacements += [out["image"][0, 60, 60] - 60, out["label"][0, 60, 60] - 60]
+    measured = torch.stack(displacements).std().item()
+    assert abs(measured - sigma) < 0.1 * sigma, measured
+    assert abs(torch.stack(displacements).mean().item()) < 0.1 * sigma
+
+
+@pytest.mark.parametrize("name, zero", [("keras", {"rotation_degrees": 0, "shear_degrees": 0, "shift": 0, "zoom": 0}),
+                                        ("unet", {"sigma": 0}),
+                                        ("em", {"rotation_degrees": 0, "scale": 0, "elastic_sigma": 0})])
+def test_every_spatial_transform_at_zero_strength_is_the_identity(name, zero, patch):
+    """Flips and quarter turns aside (exact permutations), a preset at zero strength returns its input's middle."""
+    crop = crop_size(name, (96, 96), **zero)
+    image = torch.rand(1, *crop, generator=torch.Generator().manual_seed(0))
+    label = torch.from_numpy(np.ascontiguousarray(patch[:, :crop[0], :crop[1]]))
+    spatial = Compose([t for t in augmentation(name, patch_size=(96, 96), **zero)
+                       if set(getattr(t, "keys", ())) >= {"image", "label"}
+                       and not isinstance(t, (RandFlipd, RandRotate90d))])
+    for seed in range(4):
+        spatial.set_random_state(seed)
+        out = spatial({"image": image.clone(), "label": label.clone()})
+        start = [(c - 96) // 2 for c in crop]
+        torch.testing.assert_close(torch.as_tensor(out["image"]),
+                                   image[:, start[0]:start[0] + 96, start[1]:start[1] + 96], rtol=0, atol=1e-4)
+        assert torch.equal(torch.as_tensor(out["label"]), label[:, start[0]:start[0] + 96, start[1]:start[1] + 96])
+
+
+def test_elastic_presets_crop_a_margin_of_three_sigma():
+    assert crop_size("unet", (256, 256)) == [316, 316]
+    assert crop_size("unet", (256, 128), sigma=4) == [280, 152]
+    assert crop_size("em", (256, 256)) == [286, 286]
+    assert crop_size("keras", (256, 256)) == crop_size("none", (256, 256)) == [256, 256]

@@ -1,4 +1,4 @@
-"""Data sets by name (ISBI 2012, EPFL hippocampus, a lab's folders), splits, tiling, downloads."""
+"""Data sets by name (ISBI 2012, EPFL hippocampus, a lab's folders), splits, tiling, downloads, loader workers."""
 
 from emseg.data.class_masks import class_index_map, class_mask_datalist
 from emseg.data.datalist import (
@@ -21,6 +21,7 @@ from emseg.data.datasets import (
 )
 from emseg.data.splits import check_split, resolve_split, split_by_fractions
 from emseg.data.tiling import cut_grid, stitch_grid, tile_datalist
+from emseg.data.workers import loader_workers
 
 __all__ = [
     "DATASETS",
@@ -38,6 +39,7 @@ __all__ = [
     "ensure_dataset",
     "get_dataset",
     "interior_class",
+    "loader_workers",
     "resolve_split",
     "slice_datalist",
     "split_by_fractions",
