@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import (
     MapTransform,
-    RandomizableTransform,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    RandomizableTransform,
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,

@@ -10,7 +10,14 @@ import torch
 from monai.transforms import Compose, RandFlipd, RandRotate90d
 from monai.utils import set_determinism
 
-from emseg.transforms import PRESETS, BorderWeightd, ElasticDeformd, augmentation, border_weight_map, crop_size
+from emseg.transforms import (
+    PRESETS,
+    BorderWeightd,
+    ElasticDeformd,
+    augmentation,
+    border_weight_map,
+    crop_size,
+)
 
 
 @pytest.fixture(scope="module")
