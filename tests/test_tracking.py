@@ -72,3 +72,27 @@ def test_sigterm_ends_the_run_killed(tmp_path):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert _status(uri, "stopped")[0].info.status == "KILLED"
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_every_iteration_metric_is_logged_with_its_step_in_batches(tmp_path, monkeypatch, fails):
+    """Per-iteration losses wait for a batch, but none is lost: not at an epoch's end, nor when the run fails."""
+    def step(engine, batch):
+        if fails and engine.state.iteration == 250:
+            raise RuntimeError("boom")
+        return float(engine.state.iteration)
+
+    uri, engine = _run(tmp_path, step, "many")
+    writes = []
+    original = mlflow.MlflowClient.log_batch
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch",
+                        lambda self, *a, **k: writes.append(len(k.get("metrics", []))) or original(self, *a, **k))
+    if fails:
+        with pytest.raises(RuntimeError, match="boom"):
+            engine.run(list(range(130)), max_epochs=2)
+    else:
+        engine.run(list(range(130)), max_epochs=2)
+    history = mlflow.MlflowClient(uri).get_metric_history(_status(uri, "many")[0].info.run_id, "Loss")
+    logged = 249 if fails else 260
+    assert sorted((m.step, m.value) for m in history) == [(i, float(i)) for i in range(1, logged + 1)]
+    assert sum(1 for n in writes if n > 1) <= 5 and len([n for n in writes if n]) < logged // 20
