@@ -3,8 +3,8 @@
     python scripts/benchmark_augmentation.py [--bundle bundles/unet] [--batches 20] [--dataset_dir DIR]
 
 Builds the bundle's own ``train#dataloader`` (cached deterministic transforms, then random
-crops and the preset) and times iterating it; compare with a training step from
-scripts/benchmark_train_step.py.
+crops and the preset) and times iterating it; compare with the training step that
+scripts/benchmark.py measures as (c).
 """
 
 from __future__ import annotations

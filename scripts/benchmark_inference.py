@@ -70,7 +70,7 @@ def main() -> None:
             tifffile.imwrite(stack, np.resize(source, (count, *source.shape[1:])), imagej=True)
             for tta in opts.tta:
                 child = subprocess.run([sys.executable, __file__, "--bundle", opts.bundle, "--child", str(stack),
-                                        str(Path(tmp) / "out.tif"), tta], check=True, capture_output=True, text=True)
+                                        str(Path(tmp) / f"out{count}-{tta}.tif"), tta], check=True, capture_output=True, text=True)
                 result = json.loads(child.stdout.strip().splitlines()[-1])
                 print(json.dumps({"slices": count, "tta": tta, "seconds": round(result["seconds"], 1),
                                   "slices_per_second": round(count / result["seconds"], 3),

@@ -6,9 +6,10 @@
 
 Each bundle x recipe ``PRESET:LOSS`` x seed is trained with MONAI's CLI into its own checkpoint
 folder (``bundles/NAME/runs/compare/PRESET-LOSS-eEPOCHS-sSEED/``), evaluated on the test split with
-the bundle's evaluate.json, and tracked in MLflow like any run. The table lists the network's
-parameters, wall-clock training time, the best validation V_rand (what selects the checkpoint)
-and the test scores; extra ``--key value`` pairs after ``--`` go to training.
+the bundle's evaluate.json without and with 8-fold TTA, and tracked in MLflow like any run. The table
+lists the network's parameters, wall-clock training time, the best validation V_rand (what selects
+the checkpoint) and the test scores; a second table gives mean ± standard deviation over the seeds.
+Extra ``--key value`` pairs after ``--`` go to training.
 """
 
 from __future__ import annotations
@@ -58,6 +59,24 @@ def best_validation(bundle: str, run_name: str, metric: str = "val_v_rand") -> f
     return max(m.value for m in client.get_metric_history(run.info.run_id, metric))
 
 
+def summary_rows(results: list[dict]) -> list[str]:
+    """Mean and standard deviation over seeds of every column, per bundle, recipe and TTA."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for result in results:
+        groups.setdefault((result["bundle"], result["recipe"], result["tta"]), []).append(result)
+    rows = []
+    for (bundle, recipe, tta), group in groups.items():
+        def cell(key: str, digits: int = 4) -> str:
+            values = [g[key] for g in group]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+        rows.append(f"| {bundle} | {recipe} | {tta} | {len(group)} | {cell('minutes', 1)} | {cell('validation')} | "
+                    + " | ".join(cell(c) for c in COLUMNS) + " |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundles", nargs="+", default=["unet"])
@@ -65,12 +84,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--dataset_dir", default=None)
-    parser.add_argument("--output", default=None, help="also write the table (Markdown) to this file")
+    parser.add_argument("--output", default=None, help="also write the tables (Markdown) to this file")
     opts, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
-    lines = ["| bundle | parameters | augmentation | loss | seed | epochs | training time (min) | validation V_rand | "
-             + " | ".join(f"test {c}" for c in COLUMNS) + " |", "|---" * (8 + len(COLUMNS)) + "|"]
+    header = " | ".join(f"test {c}" for c in COLUMNS)
+    lines = [f"| bundle | parameters | augmentation | loss | seed | epochs | TTA | training time (min) | "
+             f"validation V_rand | {header} |", "|---" * (9 + len(COLUMNS)) + "|"]
     print("\n".join(lines), flush=True)
+    results = []
     for bundle in opts.bundles:
         configs = REPO_ROOT / "bundles" / bundle / "configs"
         params = parameter_count(bundle)
@@ -84,18 +105,26 @@ def main() -> None:
                 train = {**common, "augmentation": preset, "loss_name": loss, "seed": str(seed),
                          "epochs": str(opts.epochs), "run_name": unique_run_name(f"{bundle}-{name}")}
                 seconds = monai_run([configs / "train.json"], train, extra)
-                evaluate_name = unique_run_name(f"{bundle}-{name}-evaluate")
-                monai_run([configs / "train.json", configs / "evaluate.json"], {**common, "run_name": evaluate_name}, [])
-                summary = json.loads((REPO_ROOT / "bundles" / bundle / "eval" / evaluate_name / "summary.json")
-                                     .read_text())
                 validation = best_validation(bundle, train["run_name"])
-                row = (f"| {bundle} | {params / 1e6:.2f} M | {preset} | {loss} | {seed} | {opts.epochs} | "
-                       f"{seconds / 60:.1f} | {validation:.4f} | "
-                       + " | ".join(f"{summary[c]:.4f}" for c in COLUMNS) + " |")
-                lines.append(row)
-                print(row, flush=True)
-                if opts.output:
-                    Path(opts.output).write_text("\n".join(lines) + "\n")
+                for tta in ("none", "all"):
+                    evaluate_name = unique_run_name(f"{bundle}-{name}-evaluate")
+                    monai_run([configs / "train.json", configs / "evaluate.json"],
+                              {**common, "run_name": train["run_name"], "eval_name": evaluate_name,
+                               "tta_transforms": "all" if tta == "all" else "[[0,False]]"}, [])
+                    summary = json.loads((REPO_ROOT / "bundles" / bundle / "eval" / evaluate_name / "summary.json")
+                                         .read_text())
+                    results.append({"bundle": bundle, "recipe": recipe, "tta": tta, "minutes": seconds / 60,
+                                    "validation": validation, **{c: summary[c] for c in COLUMNS}})
+                    row = (f"| {bundle} | {params / 1e6:.2f} M | {preset} | {loss} | {seed} | {opts.epochs} | {tta} | "
+                           f"{seconds / 60:.1f} | {validation:.4f} | "
+                           + " | ".join(f"{summary[c]:.4f}" for c in COLUMNS) + " |")
+                    lines.append(row)
+                    print(row, flush=True)
+    means = ["", f"| bundle | recipe | TTA | seeds | training time (min) | validation V_rand | {header} |",
+             "|---" * (6 + len(COLUMNS)) + "|", *summary_rows(results)]
+    print("\n".join(means), flush=True)
+    if opts.output:
+        Path(opts.output).write_text("\n".join(lines + means) + "\n")
 
 
 if __name__ == "__main__":
