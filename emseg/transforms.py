@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import (
     MapTransform,
+    RandCropByLabelClassesd,
+    RandSpatialCropSamplesd,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
@@ -215,6 +217,23 @@ def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:
         return list(patch_size)
     sigma = kwargs.get(parameter, inspect.signature(_PRESET_FUNCTIONS[name]).parameters[parameter].default)
     return [size + 2 * elastic_margin(sigma) for size in patch_size]
+
+
+def random_crops(keys: Sequence[str], size: Sequence[int], num_samples: int, num_classes: int,
+                 ratios: str | Sequence[float] | None = None, label_key: str = "label") -> MapTransform:
+    """``num_samples`` random crops of ``size`` per slice: anywhere (``ratios`` None), or centred on a pixel of a
+    class drawn with ``ratios`` (a weight per class, or ``"uniform"`` for every class alike), so that rare
+    classes (EPFL's PSD: 0.04% of the pixels) reach the network (MONAI's ``RandCropByLabelClassesd``; a class
+    absent from a slice is skipped there)."""
+    if ratios is None:
+        return RandSpatialCropSamplesd(list(keys), roi_size=list(size), num_samples=num_samples, random_size=False)
+    if ratios == "uniform":
+        ratios = [1.0] * num_classes
+    if isinstance(ratios, str) or len(ratios) != num_classes or min(ratios) < 0 or sum(ratios) <= 0:
+        raise ValueError(f"crop_ratios must be null, \"uniform\" or {num_classes} non-negative weights (one per "
+                         f"class), got {ratios!r}")
+    return RandCropByLabelClassesd(list(keys), label_key=label_key, spatial_size=list(size), ratios=list(ratios),
+                                   num_classes=num_classes, num_samples=num_samples, warn=False)
 
 
 def augmentation(name: str, image_keys: Sequence[str] = ("image",), label_keys: Sequence[str] = ("label",),

@@ -151,3 +151,15 @@ def test_cli_scores_any_probability_stack(tmp_path, labels, capsys):
     tifffile.imwrite(tmp_path / "short.tif", labels[:2].astype(np.float32))
     assert main(["evaluate", str(tmp_path / "short.tif"), str(tmp_path / "gt.tif")]) == 1
     assert "short.tif: shape (2, 512, 512) differs" in capsys.readouterr().err
+
+
+def test_validation_mean_dice_leaves_out_a_class_absent_from_the_slice():
+    """val_mean_dice (the multi-class key metric) averages the classes present; an absent one is not a 0."""
+    label = torch.zeros(1, 4, 8, 8)
+    label[:, 0, :4], label[:, 1, 4:, :4], label[:, 2, 4:, 4:] = 1, 1, 1  # class c absent
+    pred = label.clone()
+    pred[:, 2, 4:, 6:], pred[:, 1, 4:, 6:] = 0, 1  # b half right: Dice 2*8/(8+16)
+    dice = key_metric(NAMES)["val_mean_dice"].metric_fn  # the MONAI metric behind the Ignite handler
+    dice(y_pred=pred, y=label)
+    a, b = 2 * 16 / (16 + 24), 2 * 8 / (8 + 16)
+    assert dice.aggregate().item() == pytest.approx((a + b) / 2)
