@@ -31,10 +31,9 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import (
     MapTransform,
-    RandCropByLabelClassesd,
-    RandSpatialCropSamplesd,
     RandAdjustContrastd,
     RandAffined,
+    RandCropByLabelClassesd,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
@@ -42,6 +41,7 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSpatialCropSamplesd,
 )
 from scipy import ndimage
 
