@@ -203,7 +203,7 @@ def test_packed_bundle_runs_with_monai_alone(packed, trained_unet, isbi_dir, tmp
     probe = subprocess.run([str(python), "-c", "import emseg"], cwd=tmp_path, capture_output=True, env=env)
     assert probe.returncode != 0  # the venv really has no emseg
     monai_bundle("run", "--config_file", "bundles/unet/configs/inference.json", "--amp", "False",
-                 "--channels_last", "False", *overrides(input_path=str(slices), output_path=str(tmp_path / "repo.tif")),
+                 "--channels_last", "False", "--whole_slice_pixels", "0", *overrides(input_path=str(slices), output_path=str(tmp_path / "repo.tif")),
                  cwd=trained_unet)
     packed_output, repo_output = tifffile.imread(tmp_path / "packed.tif"), tifffile.imread(tmp_path / "repo.tif")
     assert packed_output.shape == (3, 512, 512) and packed_output.dtype == np.float32

@@ -47,3 +47,10 @@ def test_a_slice_above_the_limit_slides_windows():
         out = SliceInferer(roi_size=(32, 32), whole_slice_pixels=80 * 72 - 1, overlap=0.25, mode="gaussian")(x, net)
         torch.testing.assert_close(out, sliding(x, net))
         assert not torch.allclose(out, net(x), atol=1e-4)
+
+
+def test_an_overlap_out_of_range_is_refused_even_when_no_window_slides():
+    import pytest
+
+    with pytest.raises(ValueError, match="overlap must be >= 0 and < 1, got 1.0"):
+        SliceInferer(roi_size=(32, 32), overlap=1.0)

@@ -22,6 +22,9 @@ class SliceInferer(Inferer):
 
     def __init__(self, roi_size: Sequence[int], whole_slice_pixels: int = 2048 * 2048, size_divisor: int = 32,
                  **sliding_window: Any) -> None:
+        overlap = sliding_window.get("overlap", 0.25)
+        if any(not 0 <= o < 1 for o in (overlap if isinstance(overlap, (list, tuple)) else [overlap])):
+            raise ValueError(f"overlap must be >= 0 and < 1, got {overlap}")  # also when no window slides
         self.whole_slice_pixels = int(whole_slice_pixels)
         self.size_divisor = int(size_divisor)
         self.sliding = SlidingWindowInferer(roi_size=roi_size, **sliding_window)
