@@ -1,6 +1,7 @@
 """The ``emseg`` command: thin wrappers around the library.
 
     emseg data download isbi2012 --root DIR
+    emseg data to-zarr STACK OUT.zarr [--spacing Z Y X] [--chunk 256] [--levels 3] [--overwrite]
     emseg evaluate PRED GT [--output DIR]
     emseg augment preview --bundle bundles/unet --n 8 --out aug.png [--save DIR --count 1000]
     emseg bundle render [bundles/unet ...] [--check]
@@ -27,6 +28,16 @@ def _download(args: argparse.Namespace) -> int:
     image, label = download_isbi2012(args.root, url=args.url or ISBI2012_URL, sha256=sha256 or None,
                                      keep_hdf5=args.keep_hdf5)
     print(f"ISBI 2012 training stack ready: {image} {label}")
+    return 0
+
+
+def _to_zarr(args: argparse.Namespace) -> int:
+    from emseg.io import open_slices, write_ome_zarr
+
+    with open_slices(args.stack, args.key) as source:
+        out = write_ome_zarr(source, args.output, args.spacing, args.chunk, args.levels, args.overwrite)
+        print(f"{out}: OME-Zarr image of {len(source)} slices of {source.shape[0]}x{source.shape[1]} "
+              f"({source.dtype}), pixel size (z, y, x) {args.spacing} micrometres, {args.levels} resolutions")
     return 0
 
 
@@ -178,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="expected sha256 of the downloaded file ('none' skips the check)")
     download.add_argument("--keep-hdf5", action="store_true", help="keep the downloaded HDF5 file")
     download.set_defaults(func=_download)
+
+    to_zarr = data.add_parser("to-zarr", help="convert any volume emseg reads to an OME-Zarr image (napari, Fiji)")
+    to_zarr.add_argument("stack", help="TIFF stack, folder of slices, HDF5 (--key), NIfTI or zarr")
+    to_zarr.add_argument("output", help="the OME-Zarr image to write, a folder named *.zarr")
+    to_zarr.add_argument("--key", default=None, help="HDF5 dataset or zarr array in the input")
+    to_zarr.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"),
+                         help="pixel size in micrometres (default 1 1 1: unknown; ISBI 2012 is 0.05 0.004 0.004)")
+    to_zarr.add_argument("--chunk", type=int, default=256, help="chunk width and height in pixels (one slice deep)")
+    to_zarr.add_argument("--levels", type=int, default=3, help="resolutions, each halving y and x")
+    to_zarr.add_argument("--overwrite", action="store_true", help="replace an existing zarr store at OUTPUT")
+    to_zarr.set_defaults(func=_to_zarr)
 
     evaluate = commands.add_parser("evaluate", help="score a probability stack against a label stack (ISBI scores)")
     evaluate.add_argument("prediction", help="cell-interior probabilities: TIFF stack, folder of slices, HDF5, NIfTI")

@@ -63,7 +63,7 @@ DEFAULT_NAMES = {"probability": "probabilities", "mask": "classes", "probabiliti
 def default_output_path(bundle_root: str | Path, output: str, output_format: str) -> str:
     """``<bundle_root>/eval/probabilities.tif`` for ``output`` probability, ``classes.tif`` for masks,
     ``class_probabilities.tif`` for all channels (``.nii.gz`` for NIfTI, a folder for PNG slices)."""
-    extension = {"tiff": ".tif", "nifti": ".nii.gz", "png": ""}.get(output_format, "")
+    extension = {"tiff": ".tif", "nifti": ".nii.gz", "png": "", "zarr": ".zarr"}.get(output_format, "")
     return str(Path(bundle_root) / "eval" / f"{DEFAULT_NAMES.get(output, output)}{extension}")
 
 
@@ -89,9 +89,9 @@ def segment_stack(
     Args:
         output: ``probability`` (float32 map of ``channel``; for ISBI bundles 1 = interior, the submission
             format), ``mask`` (uint8 class index of the argmax: binary 0/1 or multi-class) or
-            ``probabilities`` (float32 (Z, C, H, W), TIFF only).
-        output_format: ``tiff``, ``png`` (folder of slices, masks only) or ``nifti`` (``.nii``/``.nii.gz`` with
-            ``spacing`` (z, y, x), micrometres).
+            ``probabilities`` (float32 (Z, C, H, W), TIFF or zarr).
+        output_format: ``tiff``, ``png`` (folder of slices, masks only), ``nifti`` (``.nii``/``.nii.gz``) or
+            ``zarr`` (an OME-Zarr image, ``.zarr``); NIfTI and zarr carry ``spacing`` (z, y, x), micrometres.
         probabilities_path: also write every class's probability to this TIFF (Z, C, H, W).
         overwrite: replace existing outputs (only files, or folders of emseg's own slices). An output that is,
             lies inside or contains the input is always refused.

@@ -13,6 +13,7 @@ from emseg.io.readers import (
 )
 from emseg.io.source import SliceSource, VolumeError, natural_key
 from emseg.io.writers import FORMATS, WRITERS, StackWriter, stack_writer, write_volume
+from emseg.io.zarr_volumes import open_zarr, write_ome_zarr, zarr_spacing
 
 __all__ = [
     "FORMATS",
@@ -23,9 +24,12 @@ __all__ = [
     "VolumeError",
     "list_slice_files",
     "natural_key",
+    "open_zarr",
     "open_slices",
     "read_image",
     "read_volume",
     "stack_writer",
+    "write_ome_zarr",
     "write_volume",
+    "zarr_spacing",
 ]

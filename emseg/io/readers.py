@@ -4,7 +4,8 @@
 time (TIFF pages, files of a folder, HDF5 rows, NIfTI slabs through nibabel's array proxy), so
 memory does not grow with the stack; :func:`read_volume` stacks its slices into a (Z, H, W)
 array. Supported: multipage TIFF, a folder of 2-D slices (natural sort order), a single 2-D
-image (PNG/TIFF/JPEG), HDF5 with a dataset key, NIfTI. Grey+alpha and grey-valued RGB images
+image (PNG/TIFF/JPEG), HDF5 with a dataset key, NIfTI, zarr arrays and OME-Zarr images
+(:mod:`emseg.io.zarr_volumes`). Grey+alpha and grey-valued RGB images
 become grey. Every failure raises :class:`VolumeError` naming the file.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from emseg.io.source import SliceSource, VolumeError, natural_key, suffix
+from emseg.io.zarr_volumes import open_zarr
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -222,6 +224,7 @@ READERS: dict[str, Callable[[Path, str | None], SliceSource]] = {
     ".hdf": _open_hdf5,
     ".nii": _open_nifti,
     ".nii.gz": _open_nifti,
+    ".zarr": lambda path, key: open_zarr(path, key),  # a folder: a zarr array or an OME-Zarr image
 }
 
 
@@ -230,12 +233,12 @@ def open_slices(path: str | Path, key: str | None = None) -> SliceSource:
     path = Path(path)
     if not path.exists():
         raise VolumeError(f"{path}: no such file or folder")
-    if path.is_dir():
+    if path.is_dir() and suffix(path) != ".zarr":
         return _open_folder(path, key)
     reader = READERS.get(suffix(path))
     if reader is None:
         raise VolumeError(f"{path}: unsupported file type '{suffix(path)}' (expected TIFF, PNG, JPEG, HDF5, "
-                          f"NIfTI or a folder of slices)")
+                          f"NIfTI, zarr or a folder of slices)")
     return reader(path, key)
 
 

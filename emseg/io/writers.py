@@ -7,7 +7,8 @@ Chosen by name in inference.json (``output_format``):
 - ``nifti``: one ``.nii`` (or gzip-compressed ``.nii.gz``) file with the voxel ``spacing``
   (z, y, x) in micrometres (ISBI: 0.05, 0.004, 0.004); written as it goes, since NIfTI's on-disk
   order of an (x, y, z) image is the C order of emseg's (z, y, x) slices;
-- ``tiff`` with channels: a float32 (Z, C, H, W) stack of per-class probabilities.
+- ``zarr``: an OME-Zarr image (``.zarr`` folder) with the voxel ``spacing``, for napari and Fiji;
+- ``tiff`` (or ``zarr``) with channels: a float32 (Z, C, H, W) stack of per-class probabilities.
 
 Every writer writes to ``<name>.part`` and renames it when closed without error, so an
 interrupted run leaves no output that looks complete. An existing output is replaced only with
@@ -21,6 +22,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -109,7 +111,11 @@ class StackWriter:
             except OSError as err:
                 raise describe_write_error(err, self.path) from err
         finally:
-            _remove_partial(partial)
+            self._discard(partial)
+
+    def _discard(self, partial: Path) -> None:
+        """Remove what this writer left at its ``.part`` path (nothing once published)."""
+        _remove_partial(partial)
 
     def _publish(self, partial: Path) -> None:
         os.replace(partial, self.path)
@@ -250,7 +256,83 @@ class NiftiWriter(StackWriter):
             raise VolumeError(f"{self.path}: {self.count} slices written, {self.expected} declared")
 
 
-WRITERS: dict[str, type[StackWriter]] = {"tiff": TiffStackWriter, "png": PngFolderWriter, "nifti": NiftiWriter}
+class OmeZarrWriter(StackWriter):
+    """An OME-Zarr image (a ``.zarr`` folder) with the voxel ``spacing`` in micrometres, one chunk per slice by
+    256 x 256 pixels, written as the slices come: (Z, Y, X) for 2-D slices, (C, Z, Y, X) for (C, H, W) ones (the
+    axis order the OME-Zarr specification prescribes). An existing output is replaced only if it is a zarr store."""
+
+    chunk = 256
+
+    def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
+        super().__init__(path, dtype, shape, count, spacing, overwrite)
+        if self.path.suffix != ".zarr":
+            raise VolumeError(f"{self.path}: an OME-Zarr image is a folder named *.zarr; choose such a name")
+        if len(self.spacing) != 3:
+            raise VolumeError(f"{self.path}: spacing must be (z, y, x), got {list(spacing)}")
+        if self.shape is None or count is None:
+            raise ValueError(f"{self.path}: an OME-Zarr writer needs the slice shape and count")
+
+    @staticmethod
+    def _is_store(folder: Path) -> bool:
+        return (folder / "zarr.json").is_file() or (folder / ".zattrs").is_file()
+
+    def _not_replaceable(self) -> str | None:
+        if self.path.is_dir() and not self.path.is_symlink() and self._is_store(self.path):
+            return None
+        return "exists and is not a zarr store; emseg replaces only stores it writes"
+
+    def _open(self, partial: Path) -> None:
+        import zarr
+
+        if partial.exists() and not self._is_store(partial):
+            raise OutputError(f"{partial}: exists and is not a zarr store emseg left; move it away")
+        self._discard(partial)  # our own leftover of an interrupted run
+        self._group, self._array = zarr.open_group(str(partial), mode="w"), None
+
+    def _write(self, image: np.ndarray) -> None:
+        if self._array is None:
+            channels = image.shape[:-2]
+            if image.shape[-2:] != self.shape or len(channels) > 1:
+                raise VolumeError(f"{self.path}: slice of shape {image.shape}, expected {self.shape} or (C, *shape)")
+            shape = (*channels, self.expected, *self.shape)
+            chunks = (*channels, 1, min(self.chunk, self.shape[0]), min(self.chunk, self.shape[1]))
+            self._array = self._group.create_array("s0", shape=shape, chunks=chunks, dtype=self.dtype)
+        if image.ndim == 3:
+            self._array[:, self.count] = image
+        else:
+            self._array[self.count] = image
+
+    def _close(self) -> None:
+        from ome_zarr.writer import write_multiscales_metadata
+
+        if self.count != self.expected:
+            raise VolumeError(f"{self.path}: {self.count} slices written, {self.expected} declared")
+        channels = self._array is not None and self._array.ndim == 4
+        axes = ([{"name": "c", "type": "channel"}] if channels else []) + \
+            [{"name": name, "type": "space", "unit": "micrometer"} for name in "zyx"]
+        scale = ([1.0] if channels else []) + self.spacing
+        write_multiscales_metadata(self._group, [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": scale}]}], axes=axes, name=self.path.stem)
+
+    def _publish(self, partial: Path) -> None:
+        old = None
+        if self.path.is_dir():  # checked at the start: a zarr store
+            old = self.path.with_name(self.path.name + ".old")
+            os.replace(self.path, old)
+        os.replace(partial, self.path)
+        if old is not None:
+            self._discard(old)
+
+    def _discard(self, partial: Path) -> None:
+        if partial.is_dir() and not partial.is_symlink() and self._is_store(partial):
+            shutil.rmtree(partial)
+        else:
+            _remove_partial(partial)
+
+
+WRITERS: dict[str, type[StackWriter]] = {"tiff": TiffStackWriter, "png": PngFolderWriter, "nifti": NiftiWriter,
+                                         "zarr": OmeZarrWriter}
 FORMATS = tuple(WRITERS)
 
 

@@ -1,0 +1,111 @@
+"""Zarr and OME-Zarr volumes: read one slice at a time, convert any readable volume to an OME-Zarr image.
+
+An OME-Zarr image (NGFF multiscales, written by ``ome-zarr``) is read at its full resolution, with its pixel
+size (:func:`zarr_spacing`); a plain zarr array, or an array of a group chosen by key, is read as it is.
+:func:`write_ome_zarr` streams a volume slice by slice into an OME-Zarr image with axes z, y, x in
+micrometres and a pyramid halving y and x (EM sections are anisotropic: z is never downsampled), which napari
+(napari-ome-zarr) and Fiji (n5-viewer / MoBIE) show at the right scale. The output appears only when complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from emseg.io.safety import OutputError, check_not_an_input
+from emseg.io.source import SliceSource, VolumeError
+
+ZARR_SUFFIX = ".zarr"
+
+
+def _multiscales(attrs: dict) -> list | None:
+    return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")  # NGFF 0.4, 0.5
+
+
+def _array(path: Path, key: str | None):
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:  # zarr raises several types for a folder that is not a store
+        raise VolumeError(f"{path}: not a readable zarr store ({err})") from err
+    if isinstance(node, zarr.Array):
+        return node, None
+    multiscales = _multiscales(dict(node.attrs))
+    if key is None and multiscales:
+        key = multiscales[0]["datasets"][0]["path"]
+    arrays = sorted(name for name, _ in node.arrays())
+    if key is None and len(arrays) == 1:
+        key = arrays[0]
+    if key is None or key not in node:
+        raise VolumeError(f"{path}: give the array key, the store holds {arrays or 'no arrays'}" if key is None
+                          else f"{path}: no array '{key}' (available: {', '.join(arrays) or 'none'})")
+    return node[key], multiscales
+
+
+def open_zarr(path: Path, key: str | None = None) -> SliceSource:
+    """A :class:`SliceSource` over a zarr array or OME-Zarr image: (Z, Y, X), or (Y, X) as one slice; leading axes
+    of length 1 (t, c) are dropped."""
+    array, _ = _array(Path(path), key)
+    shape = tuple(array.shape)
+    while len(shape) > 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) not in (2, 3):
+        raise VolumeError(f"{path}: array of shape {tuple(array.shape)}; expected (Z, Y, X) or (Y, X)")
+    lead = (0,) * (array.ndim - len(shape))
+    if len(shape) == 2:
+        return SliceSource(Path(path), 1, shape, lambda i: array[lead])
+    return SliceSource(Path(path), shape[0], shape[1:], lambda i: array[lead + (i,)])
+
+
+def zarr_spacing(path: str | Path) -> tuple[float, ...] | None:
+    """Pixel size (z, y, x) of an OME-Zarr image's full resolution, None for a plain zarr array."""
+    _, multiscales = _array(Path(path), None)
+    if not multiscales:
+        return None
+    transforms = multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+    scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), None)
+    return tuple(float(s) for s in scale[-3:]) if scale else None
+
+
+def write_ome_zarr(source: SliceSource, output: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                   chunk: int = 256, levels: int = 3, overwrite: bool = False) -> Path:
+    """Write every slice of ``source`` to an OME-Zarr image at ``output`` (``.zarr``): chunks of one slice by
+    ``chunk`` x ``chunk`` pixels, ``levels`` resolutions (each halving y and x), pixel size ``spacing`` (z, y, x)
+    in micrometres. Slices are read one at a time; the image is written beside ``output`` and renamed into place
+    when complete. An existing ``output`` is replaced only with ``overwrite`` and only if it is a zarr store."""
+    import dask
+    import dask.array as da
+    import zarr
+    from ome_zarr.writer import write_image
+
+    output = Path(output)
+    if output.suffix != ZARR_SUFFIX:
+        raise OutputError(f"{output}: an OME-Zarr image is a folder named *.zarr; choose such a name")
+    check_not_an_input(output, [source.path])
+    if output.exists() or output.is_symlink():
+        if not overwrite:
+            raise OutputError(f"{output}: exists; choose another output, or pass --overwrite to replace it")
+        if not (output / ".zattrs").is_file() and not (output / "zarr.json").is_file():
+            raise OutputError(f"{output}: exists and is not a zarr store; emseg replaces only stores it writes")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be three positive sizes (z, y, x) in micrometres, got {list(spacing)}")
+    first = source[0]
+    read = dask.delayed(lambda index: source[index], pure=True)
+    volume = da.stack([da.from_delayed(read(i), shape=source.shape, dtype=first.dtype) for i in range(len(source))])
+    volume = volume.rechunk((1, min(chunk, source.shape[0]), min(chunk, source.shape[1])))
+    partial = output.with_name(output.name + ".part")
+    if partial.exists():  # an earlier, interrupted conversion of this same output; anything else stays
+        if not (partial / ".zattrs").is_file() and not (partial / "zarr.json").is_file():
+            raise OutputError(f"{partial}: exists and is not a zarr store emseg left; move it away")
+        shutil.rmtree(partial)
+    z, y, x = (float(s) for s in spacing)
+    with dask.config.set(scheduler="synchronous"):  # one reader at a time: TIFF and HDF5 handles are not shared
+        write_image(volume, zarr.open_group(str(partial), mode="w"), axes="zyx",
+                    scale_factors=[2**level for level in range(1, levels)], scale={"z": z, "y": y, "x": x},
+                    axes_units={axis: "micrometer" for axis in "zyx"})
+    if output.exists():
+        shutil.rmtree(output)
+    partial.rename(output)
+    return output
