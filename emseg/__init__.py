@@ -13,6 +13,7 @@ configs need only ``"$import emseg"``. The layout, one concept per package:
 | ``engine`` | mixed precision, test-time augmentation, Ignite handlers, MLflow tracking |
 | ``evaluation`` | challenge and per-class scores, validation metrics, the evaluation report |
 | ``inference`` | whole-stack streaming inference |
+| ``blockwise`` | block-wise inference of zarr volumes on Dask, resumable |
 | ``bundle`` | bundle paths, rendering configs from the template, packing and verifying, previews |
 | ``visualize`` | overlays and contrast stretching for pictures |
 | ``cli`` | the ``emseg`` command |
@@ -25,6 +26,7 @@ from emseg.errors import install_for_monai_cli
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "blockwise",
     "bundle",
     "cli",
     "data",

@@ -140,6 +140,28 @@ def test_inference_writes_float32_probability_stack(trained, elsewhere, isbi_dir
     assert 0 <= probabilities.min() and probabilities.max() <= 1 and probabilities.std() > 0
 
 
+def test_blockwise_inference_of_a_zarr_volume_on_dask(trained, elsewhere, isbi_dir, tmp_path):
+    """inference_blockwise.json over inference.json: a zarr volume in blocks on a local Dask cluster, to OME-Zarr."""
+    import zarr
+
+    project, name = trained
+    if name != "unet":
+        pytest.skip("one bundle is enough for the block-wise overlay; every bundle renders the same one")
+    volume = tifffile.imread(isbi_dir / "test-volume.tif")[:2]
+    zarr.create_array(str(tmp_path / "em.zarr"), data=volume, chunks=(1, 256, 256))
+    files = f"['{config(project, name, 'inference.json')}','{config(project, name, 'inference_blockwise.json')}']"
+    monai_bundle("run", "--config_file", files,
+                 *overrides(input_path=str(tmp_path / "em.zarr"), output_path=str(tmp_path / "out.zarr"),
+                            block_size="[256,256]", halo="32", workers="1", spacing="[0.05,0.004,0.004]"),
+                 cwd=elsewhere)
+    image = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    probabilities = image["s0"][:]
+    assert probabilities.shape == (2, 512, 512) and probabilities.dtype == np.float32
+    assert 0 <= probabilities.min() and probabilities.max() <= 1 and probabilities.std() > 0
+    scale = image.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale == [0.05, 0.004, 0.004] and "done" not in image
+
+
 def test_missing_dataset_dir_stops_with_one_clear_message(project, elsewhere, tmp_path):
     missing = tmp_path / "no-data"
     result = monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),

@@ -23,7 +23,9 @@ def _multiscales(attrs: dict) -> list | None:
     return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")  # NGFF 0.4, 0.5
 
 
-def _array(path: Path, key: str | None):
+def zarr_array(path: Path, key: str | None):
+    """The zarr array at ``path`` (an array, the full resolution of an OME-Zarr image, or ``key`` of a group) and
+    the image's multiscales metadata (None for a plain array)."""
     import zarr
 
     try:
@@ -47,7 +49,7 @@ def _array(path: Path, key: str | None):
 def open_zarr(path: Path, key: str | None = None) -> SliceSource:
     """A :class:`SliceSource` over a zarr array or OME-Zarr image: (Z, Y, X), or (Y, X) as one slice; leading axes
     of length 1 (t, c) are dropped."""
-    array, _ = _array(Path(path), key)
+    array, _ = zarr_array(Path(path), key)
     shape = tuple(array.shape)
     while len(shape) > 3 and shape[0] == 1:
         shape = shape[1:]
@@ -61,7 +63,7 @@ def open_zarr(path: Path, key: str | None = None) -> SliceSource:
 
 def zarr_spacing(path: str | Path) -> tuple[float, ...] | None:
     """Pixel size (z, y, x) of an OME-Zarr image's full resolution, None for a plain zarr array."""
-    _, multiscales = _array(Path(path), None)
+    _, multiscales = zarr_array(Path(path), None)
     if not multiscales:
         return None
     transforms = multiscales[0]["datasets"][0].get("coordinateTransformations", [])
