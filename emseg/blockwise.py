@@ -127,13 +127,12 @@ def _prepare_store(partial: Path, shape, block, dtype, grid_shape) -> None:
 
 def _finish(partial: Path, output: Path, spacing: Sequence[float]) -> None:
     import zarr
-    from ome_zarr.writer import write_multiscales_metadata
+
+    from emseg.io.zarr_volumes import write_image_metadata
 
     group = zarr.open_group(str(partial), mode="r+")
     del group["done"]
-    write_multiscales_metadata(group, [{"path": "s0", "coordinateTransformations": [
-        {"type": "scale", "scale": [float(s) for s in spacing]}]}],
-        axes=[{"name": name, "type": "space", "unit": "micrometer"} for name in "zyx"], name=output.stem)
+    write_image_metadata(group, spacing, output.stem)
     partial.rename(output)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from emseg.io.safety import OutputError, describe_write_error
 from emseg.io.source import VolumeError
+from emseg.io.zarr_volumes import is_zarr_store, write_image_metadata
 
 
 def _partial(path: Path) -> Path:
@@ -118,7 +119,13 @@ class StackWriter:
         _remove_partial(partial)
 
     def _publish(self, partial: Path) -> None:
+        old = None
+        if self.path.is_dir() and not self.path.is_symlink():  # a folder output, checked replaceable at the start
+            old = self.path.with_name(self.path.name + ".old")
+            os.replace(self.path, old)
         os.replace(partial, self.path)
+        if old is not None:
+            self._discard(old)
 
     def _open(self, partial: Path) -> None:
         raise NotImplementedError
@@ -195,15 +202,6 @@ class PngFolderWriter(StackWriter):
         return (f"holds files emseg did not write; emseg replaces only a folder of its own {self.prefix}NNNN.png "
                 f"slices: choose an empty or new output folder")
 
-    def _publish(self, partial: Path) -> None:
-        old = None
-        if self.path.is_dir():  # checked at the start: only our slices
-            old = self.path.with_name(self.path.name + ".old")
-            os.replace(self.path, old)
-        os.replace(partial, self.path)
-        if old is not None:
-            _remove_partial(old)
-
     def __init__(self, path: str | Path, dtype: str = "uint8", shape: Sequence[int] | None = None,
                  count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
         super().__init__(path, "uint8", shape, count, spacing, overwrite)
@@ -273,19 +271,15 @@ class OmeZarrWriter(StackWriter):
         if self.shape is None or count is None:
             raise ValueError(f"{self.path}: an OME-Zarr writer needs the slice shape and count")
 
-    @staticmethod
-    def _is_store(folder: Path) -> bool:
-        return (folder / "zarr.json").is_file() or (folder / ".zattrs").is_file()
-
     def _not_replaceable(self) -> str | None:
-        if self.path.is_dir() and not self.path.is_symlink() and self._is_store(self.path):
+        if is_zarr_store(self.path):
             return None
         return "exists and is not a zarr store; emseg replaces only stores it writes"
 
     def _open(self, partial: Path) -> None:
         import zarr
 
-        if partial.exists() and not self._is_store(partial):
+        if partial.exists() and not is_zarr_store(partial):
             raise OutputError(f"{partial}: exists and is not a zarr store emseg left; move it away")
         self._discard(partial)  # our own leftover of an interrupted run
         self._group, self._array = zarr.open_group(str(partial), mode="w"), None
@@ -304,28 +298,13 @@ class OmeZarrWriter(StackWriter):
             self._array[self.count] = image
 
     def _close(self) -> None:
-        from ome_zarr.writer import write_multiscales_metadata
-
         if self.count != self.expected:
             raise VolumeError(f"{self.path}: {self.count} slices written, {self.expected} declared")
-        channels = self._array is not None and self._array.ndim == 4
-        axes = ([{"name": "c", "type": "channel"}] if channels else []) + \
-            [{"name": name, "type": "space", "unit": "micrometer"} for name in "zyx"]
-        scale = ([1.0] if channels else []) + self.spacing
-        write_multiscales_metadata(self._group, [{"path": "s0", "coordinateTransformations": [
-            {"type": "scale", "scale": scale}]}], axes=axes, name=self.path.stem)
-
-    def _publish(self, partial: Path) -> None:
-        old = None
-        if self.path.is_dir():  # checked at the start: a zarr store
-            old = self.path.with_name(self.path.name + ".old")
-            os.replace(self.path, old)
-        os.replace(partial, self.path)
-        if old is not None:
-            self._discard(old)
+        write_image_metadata(self._group, self.spacing, self.path.stem,
+                             channels=self._array is not None and self._array.ndim == 4)
 
     def _discard(self, partial: Path) -> None:
-        if partial.is_dir() and not partial.is_symlink() and self._is_store(partial):
+        if is_zarr_store(partial):
             shutil.rmtree(partial)
         else:
             _remove_partial(partial)

@@ -19,6 +19,25 @@ from emseg.io.source import SliceSource, VolumeError
 ZARR_SUFFIX = ".zarr"
 
 
+def is_zarr_store(folder: str | Path) -> bool:
+    """Whether ``folder`` is a zarr store (v3 ``zarr.json`` or v2 ``.zattrs``), not any other folder."""
+    folder = Path(folder)
+    return folder.is_dir() and not folder.is_symlink() and (
+        (folder / "zarr.json").is_file() or (folder / ".zattrs").is_file())
+
+
+def write_image_metadata(group, spacing: Sequence[float], name: str, channels: bool = False) -> None:
+    """OME-Zarr metadata for the single resolution ``s0`` of ``group``: axes (c,) z, y, x, the voxel ``spacing``
+    (z, y, x) in micrometres."""
+    from ome_zarr.writer import write_multiscales_metadata
+
+    axes = ([{"name": "c", "type": "channel"}] if channels else []) + \
+        [{"name": axis, "type": "space", "unit": "micrometer"} for axis in "zyx"]
+    scale = ([1.0] if channels else []) + [float(s) for s in spacing]
+    write_multiscales_metadata(group, [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+                               axes=axes, name=name)
+
+
 def _multiscales(attrs: dict) -> list | None:
     return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")  # NGFF 0.4, 0.5
 
@@ -89,7 +108,7 @@ def write_ome_zarr(source: SliceSource, output: str | Path, spacing: Sequence[fl
     if output.exists() or output.is_symlink():
         if not overwrite:
             raise OutputError(f"{output}: exists; choose another output, or pass --overwrite to replace it")
-        if not (output / ".zattrs").is_file() and not (output / "zarr.json").is_file():
+        if not is_zarr_store(output):
             raise OutputError(f"{output}: exists and is not a zarr store; emseg replaces only stores it writes")
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be three positive sizes (z, y, x) in micrometres, got {list(spacing)}")
@@ -99,7 +118,7 @@ def write_ome_zarr(source: SliceSource, output: str | Path, spacing: Sequence[fl
     volume = volume.rechunk((1, min(chunk, source.shape[0]), min(chunk, source.shape[1])))
     partial = output.with_name(output.name + ".part")
     if partial.exists():  # an earlier, interrupted conversion of this same output; anything else stays
-        if not (partial / ".zattrs").is_file() and not (partial / "zarr.json").is_file():
+        if not is_zarr_store(partial):
             raise OutputError(f"{partial}: exists and is not a zarr store emseg left; move it away")
         shutil.rmtree(partial)
     z, y, x = (float(s) for s in spacing)
