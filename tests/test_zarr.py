@@ -78,6 +78,11 @@ def test_cli_converts_and_refuses_what_would_lose_data(stack, tmp_path):
     assert code == 1 and last.endswith("notes.zarr: exists and is not a zarr store; emseg replaces only stores it "
                                        "writes")
     assert (tmp_path / "notes.zarr" / "mine.txt").read_text() == "a user's folder"
+    zarr.create_array(str(tmp_path / "raw.zarr"), data=np.zeros((2, 8, 8), np.uint8))  # a user's own zarr data
+    code, last = emseg_cli("data", "to-zarr", stack, tmp_path / "raw.zarr", "--overwrite", cwd=tmp_path)
+    assert code == 1 and last.endswith("raw.zarr: is a zarr store emseg did not write; emseg replaces only stores it "
+                                       "writes")
+    assert read_volume(tmp_path / "raw.zarr").shape == (2, 8, 8)
     code, last = emseg_cli("data", "to-zarr", tmp_path / "a.zarr", tmp_path / "a.zarr" / "inner.zarr", cwd=tmp_path)
     assert code == 1 and "lies inside the input folder" in last
     code, last = emseg_cli("data", "to-zarr", tmp_path / "missing.tif", tmp_path / "b.zarr", cwd=tmp_path)
@@ -111,3 +116,8 @@ def test_inference_writes_an_ome_zarr_image_with_the_voxel_size(stack, tmp_path,
     segment_stack(_Pointwise(), AutocastInferer(amp=False), stack, out, output=output, output_format="zarr",
                   overwrite=True)  # a zarr store emseg wrote is replaced when asked
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+    zarr.create_array(str(tmp_path / "raw.zarr"), data=np.zeros((5, 512, 512), np.uint8))  # a user's own store
+    with pytest.raises(OutputError, match="raw.zarr: is a zarr store emseg did not write"):
+        segment_stack(_Pointwise(), AutocastInferer(amp=False), stack, tmp_path / "raw.zarr", output=output,
+                      output_format="zarr", overwrite=True)
+    assert not read_volume(tmp_path / "raw.zarr").any()

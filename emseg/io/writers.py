@@ -30,7 +30,7 @@ import numpy as np
 
 from emseg.io.safety import OutputError, describe_write_error
 from emseg.io.source import VolumeError
-from emseg.io.zarr_volumes import is_zarr_store, write_image_metadata
+from emseg.io.zarr_volumes import is_zarr_store, replace_problem, write_image_metadata
 
 
 def _partial(path: Path) -> Path:
@@ -272,9 +272,7 @@ class OmeZarrWriter(StackWriter):
             raise ValueError(f"{self.path}: an OME-Zarr writer needs the slice shape and count")
 
     def _not_replaceable(self) -> str | None:
-        if is_zarr_store(self.path):
-            return None
-        return "exists and is not a zarr store; emseg replaces only stores it writes"
+        return replace_problem(self.path)
 
     def _open(self, partial: Path) -> None:
         import zarr

@@ -26,6 +26,29 @@ def is_zarr_store(folder: str | Path) -> bool:
         (folder / "zarr.json").is_file() or (folder / ".zattrs").is_file())
 
 
+MARK = "emseg"  # group attribute of every store emseg writes: only those are replaced with overwrite
+
+
+def replace_problem(folder: str | Path) -> str | None:
+    """Why the existing ``folder`` may not be replaced by an emseg output (None: it may): only zarr stores that
+    emseg wrote are, never a user's other data."""
+    if not is_zarr_store(folder):
+        return "exists and is not a zarr store; emseg replaces only stores it writes"
+    import zarr
+
+    try:
+        ours = MARK in zarr.open_group(str(folder), mode="r").attrs
+    except Exception:  # a zarr array, or a store zarr cannot open
+        ours = False
+    return None if ours else "is a zarr store emseg did not write; emseg replaces only stores it writes"
+
+
+def _mark(group) -> None:
+    from emseg import __version__
+
+    group.attrs[MARK] = {"version": __version__}
+
+
 def write_image_metadata(group, spacing: Sequence[float], name: str, channels: bool = False) -> None:
     """OME-Zarr metadata for the single resolution ``s0`` of ``group``: axes (c,) z, y, x, the voxel ``spacing``
     (z, y, x) in micrometres."""
@@ -36,6 +59,7 @@ def write_image_metadata(group, spacing: Sequence[float], name: str, channels: b
     scale = ([1.0] if channels else []) + [float(s) for s in spacing]
     write_multiscales_metadata(group, [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
                                axes=axes, name=name)
+    _mark(group)
 
 
 def _multiscales(attrs: dict) -> list | None:
@@ -108,8 +132,9 @@ def write_ome_zarr(source: SliceSource, output: str | Path, spacing: Sequence[fl
     if output.exists() or output.is_symlink():
         if not overwrite:
             raise OutputError(f"{output}: exists; choose another output, or pass --overwrite to replace it")
-        if not is_zarr_store(output):
-            raise OutputError(f"{output}: exists and is not a zarr store; emseg replaces only stores it writes")
+        problem = replace_problem(output)
+        if problem:
+            raise OutputError(f"{output}: {problem}")
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be three positive sizes (z, y, x) in micrometres, got {list(spacing)}")
     first = source[0]
@@ -126,6 +151,7 @@ def write_ome_zarr(source: SliceSource, output: str | Path, spacing: Sequence[fl
         write_image(volume, zarr.open_group(str(partial), mode="w"), axes="zyx",
                     scale_factors=[2**level for level in range(1, levels)], scale={"z": z, "y": y, "x": x},
                     axes_units={axis: "micrometer" for axis in "zyx"})
+        _mark(zarr.open_group(str(partial), mode="r+"))
     if output.exists():
         shutil.rmtree(output)
     partial.rename(output)
