@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emseg.engine.allocator import ENVIRONMENT
 from emseg.io.safety import OutputError, check_not_an_input
 from emseg.io.source import VolumeError
 
@@ -107,6 +109,13 @@ def _run_block(network, inferer, postprocessing, device, threads, input_path, in
     return index
 
 
+def _peak_memory_mib() -> float:
+    """Peak resident memory of this process (a Dask worker), MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _prepare_store(partial: Path, shape, block, dtype, grid_shape) -> None:
     import zarr
 
@@ -142,19 +151,24 @@ def segment_blockwise(network: torch.nn.Module, inferer: Callable, input_path: s
                       postprocessing: Callable | None = None, device: str | torch.device = "cpu",
                       scheduler: str | None = None, workers: int = 1, threads_per_worker: int | None = None) -> dict:
     """Segment a zarr volume block by block on Dask (see the module docstring); returns the counts of blocks in
-    the volume, computed now and found done by an earlier run.
+    the volume, computed now and found done by an earlier run, the seconds the blocks took and the peak resident
+    memory of each worker (MiB).
 
     Args:
         output: ``probability`` (float32 map of ``channel``) or ``mask`` (uint8 argmax).
         block: (rows, columns) of a block; the output is chunked by it.
         halo: pixels of context read around a block (the network's receptive field, so no seam shows).
-        scheduler: address of an existing Dask scheduler; None starts a ``LocalCluster`` of ``workers`` processes
-            with ``threads_per_worker`` threads each (torch's threads in each task).
+        scheduler: address of an existing Dask scheduler; None starts a ``LocalCluster`` of ``workers`` processes,
+            each running one block at a time.
+        threads_per_worker: torch's threads in each task; None: the CPUs shared out over the local workers (on an
+            existing scheduler, the workers' own setting).
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
     if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        raise ValueError(f"block-wise output must be one of {OUTPUTS}, got {output!r}"
+                         + ("; make instances from its probability output with `emseg segment`"
+                            if output == "instances" else ""))
     output_path, input_path = Path(output_path), Path(input_path)
     if output_path.suffix != ".zarr":
         raise OutputError(f"{output_path}: block-wise output is an OME-Zarr image, a folder named *.zarr")
@@ -173,8 +187,16 @@ def segment_blockwise(network: torch.nn.Module, inferer: Callable, input_path: s
     done = zarr.open_group(str(partial), mode="r")["done"][:]
     todo = [index for index in grid if not done[index]]
     summary = {"blocks": len(grid), "computed": len(todo), "skipped": len(grid) - len(todo)}
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker or 1,
-                                                  processes=True, dashboard_address=":0")
+    if threads_per_worker is None and not scheduler:
+        threads_per_worker = max(1, (os.cpu_count() or 1) // workers)
+    cluster = None
+    if not scheduler:  # one task at a time per worker (torch's own threads use the worker's cores), and the
+        # allocator setting of emseg.engine.allocator: without it a block's activations are faulted in page by page
+        import dask
+
+        environment = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **ENVIRONMENT}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = Client(scheduler or cluster)
     try:
         if client.dashboard_link:
@@ -190,12 +212,15 @@ def segment_blockwise(network: torch.nn.Module, inferer: Callable, input_path: s
             rate = finished / (time.perf_counter() - start)
             logger.info("block %d/%d done (%.2f blocks/s, %.0f s left)", finished + summary["skipped"], len(grid),
                         rate, (len(todo) - finished) / rate)
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        summary["worker_peak_mib"] = sorted(round(m, 1) for m in client.run(_peak_memory_mib).values())
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
     _finish(partial, output_path, spacing)
-    logger.info("wrote %s (%d blocks: %d computed, %d done before)", output_path, len(grid), summary["computed"],
-                summary["skipped"])
+    logger.info("wrote %s (%d blocks: %d computed in %.1f s, %d done before; peak memory per worker %s MiB)",
+                output_path, len(grid), summary["computed"], summary["seconds"], summary["skipped"],
+                summary["worker_peak_mib"])
     return summary
 

@@ -10,9 +10,6 @@ from monai.networks.nets import BasicUNet
 from monai.transforms import Activations
 
 from emseg.blockwise import (
-    _prepare_store,
-    _run_block,
-    block_grid,
     segment_blockwise,
     slice_statistics,
 )
@@ -44,7 +41,8 @@ def test_blocks_match_whole_slices_away_from_the_border(volume, tmp_path):
     network, inferer, softmax = _model()
     summary = segment_blockwise(network, inferer, path, tmp_path / "out.zarr", block=BLOCK, halo=HALO,
                                 postprocessing=softmax, spacing=(0.05, 0.004, 0.004), workers=1)
-    assert summary == {"blocks": 2 * 3 * 4, "computed": 24, "skipped": 0}
+    assert {k: summary[k] for k in ("blocks", "computed", "skipped")} == {"blocks": 2 * 3 * 4, "computed": 24, "skipped": 0}
+    assert len(summary["worker_peak_mib"]) == 1 and summary["worker_peak_mib"][0] > 0
     blockwise = read_volume(tmp_path / "out.zarr")
     with torch.inference_mode():
         whole = np.stack([softmax(inferer(torch.from_numpy(((s - s.mean()) / s.std()).astype(np.float32))[None, None],
@@ -57,23 +55,71 @@ def test_blocks_match_whole_slices_away_from_the_border(volume, tmp_path):
         segment_blockwise(network, inferer, path, tmp_path / "out.zarr", block=BLOCK)
 
 
-def test_a_rerun_computes_only_the_missing_blocks(volume, tmp_path):
+JOB = """
+import sys, time
+import torch
+from monai.networks.nets import BasicUNet
+from monai.transforms import Activations
+from emseg.blockwise import segment_blockwise
+from emseg.engine.precision import AutocastInferer
+from emseg.engine.windows import SliceInferer
+
+class SlowInferer:  # at least 0.3 s a block, so the job is killed half-way
+    def __init__(self, inferer):
+        self.inferer = inferer
+
+    def __call__(self, x, network):
+        time.sleep(0.3)
+        return self.inferer(x, network)
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    network = BasicUNet(2, 1, 2, features=(4, 4, 8, 8, 16, 4), norm="batch").eval()
+    inferer = SlowInferer(AutocastInferer(SliceInferer(roi_size=(64, 64)), amp=False))
+    segment_blockwise(network, inferer, sys.argv[1], sys.argv[2], output="mask", block=(128, 128), halo=96,
+                      postprocessing=Activations(softmax=True), workers=1)
+"""
+
+
+def test_a_killed_job_rerun_computes_only_the_missing_blocks(volume, tmp_path):
+    """The job runs in a subprocess (with its Dask cluster) and is killed with SIGKILL after some blocks; the same
+    job run again computes exactly the blocks not recorded as done, and gives the output of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
     path, data = volume
+    (tmp_path / "job.py").write_text(JOB)
+    output = tmp_path / "out.zarr"
+    job = subprocess.Popen([sys.executable, str(tmp_path / "job.py"), str(path), str(output)], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial, deadline = tmp_path / "out.zarr.part", time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and job.poll() is None:
+            try:
+                if zarr.open_group(str(partial), mode="r")["done"][:].sum() >= 5:
+                    break
+            except (FileNotFoundError, KeyError, ValueError):
+                pass  # the store is not made yet
+            time.sleep(0.05)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    time.sleep(0.5)  # the cluster's worker dies with the group
+    assert not output.exists(), "the job finished before it was killed"
+    done = int(zarr.open_group(str(partial), mode="r")["done"][:].sum())
+    assert 5 <= done < 24
     network, inferer, softmax = _model()
-    partial = tmp_path / "out.zarr.part"
-    grid = block_grid(data.shape, BLOCK)
-    _prepare_store(partial, data.shape, BLOCK, "uint8", (2, 3, 4))
-    mean, std = slice_statistics(path)
-    for index in grid[:10]:  # a job killed after 10 blocks
-        _run_block(network, inferer, softmax, "cpu", None, str(path), None, str(partial), index, BLOCK, HALO, mean,
-                   std, "mask", 1)
-    summary = segment_blockwise(network, inferer, path, tmp_path / "out.zarr", output="mask", block=BLOCK, halo=HALO,
+    summary = segment_blockwise(network, inferer, path, output, output="mask", block=BLOCK, halo=HALO,
                                 postprocessing=softmax, workers=1)
-    assert summary == {"blocks": 24, "computed": 14, "skipped": 10}
+    assert {k: summary[k] for k in ("blocks", "computed", "skipped")} == {"blocks": 24, "computed": 24 - done,
+                                                                          "skipped": done}
     fresh = segment_blockwise(network, inferer, path, tmp_path / "fresh.zarr", output="mask", block=BLOCK, halo=HALO,
                               postprocessing=softmax, workers=1)
     assert fresh["computed"] == 24
-    np.testing.assert_array_equal(read_volume(tmp_path / "out.zarr"), read_volume(tmp_path / "fresh.zarr"))
+    np.testing.assert_array_equal(read_volume(output), read_volume(tmp_path / "fresh.zarr"))
 
 
 def test_statistics_are_those_of_whole_slices(volume):
