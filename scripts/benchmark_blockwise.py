@@ -3,8 +3,9 @@
     python scripts/benchmark_blockwise.py                 # 256 slices of 2048x2048 (1.07 GB), blocks of 1024x1024
     python scripts/benchmark_blockwise.py --quick         # 4 slices of 1024x1024: every figure, not a measurement
 
-The volume is built by tiling ISBI test slices (uint8, chunks of one block) into a zarr array. On it, each in a fresh
-process and one after another:
+The volume is built by tiling ISBI test slices (uint8, chunks of one block) into a zarr array. The precision and layout (bfloat16,
+channels-last) are measured once by the bundle's own measurement on one block's window and used by every run. On the
+volume, each in a fresh process and one after another:
   (a) slice by slice: ``emseg.inference.segment_stack`` with the bundle's inference.json (one window per slice up to
       ``whole_slice_pixels``), an OME-Zarr output;
   (b) block-wise (``emseg.blockwise.segment_blockwise``, the inference_blockwise.json overlay's function) on a
@@ -59,12 +60,13 @@ def _bundle(bundle: str, overrides: dict):
     return parser, network, torch.device("cpu")
 
 
-def child(mode: str, bundle: str, volume: str, output: str, block: int, halo: int, workers: int) -> None:
-    """Child process: one segmentation of the volume, figures as a JSON line."""
+def child(mode: str, bundle: str, volume: str, output: str, block: int, halo: int, workers: int,
+          settings: dict) -> None:
+    """Child process: one segmentation of the volume with the given precision and layout, figures as a JSON line."""
     from emseg.engine.allocator import keep_freed_memory
 
     keep_freed_memory()  # as every bundle config's first initialize step
-    parser, network, device = _bundle(bundle, {})
+    parser, network, device = _bundle(bundle, settings)
     inferer, postprocessing = parser.get_parsed_content("inferer"), parser.get_parsed_content("postprocessing")
     figures = {}
     start = time.perf_counter()
@@ -95,29 +97,38 @@ def main() -> None:
     args.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args.add_argument("--quick", action="store_true")
     args.add_argument("--json", type=Path, help="also write the figures to this file")
-    args.add_argument("--child", nargs=4, metavar=("MODE", "VOLUME", "OUTPUT", "WORKERS"), help=argparse.SUPPRESS)
+    args.add_argument("--child", nargs=5, metavar=("MODE", "VOLUME", "OUTPUT", "WORKERS", "SETTINGS"),
+                      help=argparse.SUPPRESS)
     opts = args.parse_args()
     if opts.quick:
         opts.slices, opts.size, opts.block = 4, 1024, 512
     if opts.child:
-        mode, volume, output, workers = opts.child
-        child(mode, opts.bundle, volume, output, opts.block, opts.halo, int(workers))
+        mode, volume, output, workers, settings = opts.child
+        child(mode, opts.bundle, volume, output, opts.block, opts.halo, int(workers), json.loads(settings))
         return
+    # the precision and layout measured once, here, for every run: each run measuring its own could choose
+    # differently under timing noise and make the runs incomparable
+    parser, network, _ = _bundle(opts.bundle, {"patch_size": [opts.block + 2 * opts.halo] * 2})
+    chosen = parser.get_parsed_content("settings")
+    settings = {"amp": chosen.amp, "channels_last": chosen.channels_last}
+    del parser, network
     results = {"bundle": opts.bundle, "cpus": os.cpu_count(), "slices": opts.slices, "size": opts.size,
-               "block": opts.block, "halo": opts.halo,
+               "block": opts.block, "halo": opts.halo, "settings": settings,
                "halo_pixel_factor": round(((opts.block + 2 * opts.halo) / opts.block) ** 2, 3)}
     with tempfile.TemporaryDirectory() as tmp:
         volume = Path(tmp) / "volume.zarr"
         start = time.perf_counter()
         results["volume_gb"] = round(build_volume(volume, opts.slices, opts.size, opts.block) / 1e9, 3)
         print(f"built {volume.name}: {opts.slices} x {opts.size} x {opts.size} uint8 ({results['volume_gb']} GB) "
-              f"in {time.perf_counter() - start:.0f} s; {os.cpu_count()} CPUs", flush=True)
+              f"in {time.perf_counter() - start:.0f} s; {os.cpu_count()} CPUs; precision and layout for every run "
+              f"(measured once on a {opts.block + 2 * opts.halo}-pixel window): {settings}", flush=True)
         megapixels = opts.slices * opts.size ** 2 / 1e6
         runs = [("slices", 1)] + [("blocks", workers) for workers in opts.workers]
         for mode, workers in runs:
             name = "slice_by_slice" if mode == "slices" else f"blockwise_{workers}_workers"
             command = [sys.executable, __file__, "--bundle", opts.bundle, "--block", str(opts.block), "--halo",
-                       str(opts.halo), "--child", mode, str(volume), str(Path(tmp) / f"{name}.zarr"), str(workers)]
+                       str(opts.halo), "--child", mode, str(volume), str(Path(tmp) / f"{name}.zarr"), str(workers),
+                       json.dumps(settings)]
             if opts.quick:
                 command.append("--quick")
             done = subprocess.run(command, capture_output=True, text=True)
