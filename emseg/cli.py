@@ -2,7 +2,10 @@
 
     emseg data download isbi2012 --root DIR
     emseg data to-zarr STACK OUT.zarr [--spacing Z Y X] [--chunk 256] [--levels 3] [--overwrite]
-    emseg evaluate PRED GT [--output DIR]
+    emseg evaluate PRED GT [--output DIR]          # probabilities (threshold sweep) or a label image (as it is)
+    emseg segment PROBS OUT.tif [--threshold 0.5 --seeds distance --h 2 --min-size 50 --mode 3d]
+    emseg objects LABELS OUT.csv [--image RAW] [--spacing Z Y X] [--per-slice]
+    emseg tune-postprocess bundles/unet [--trials 60] [--run_name NAME]
     emseg augment preview --bundle bundles/unet --n 8 --out aug.png [--save DIR --count 1000]
     emseg bundle render [bundles/unet ...] [--check]
     emseg bundle promote bundles/unet --run_name unet-20261122-101500-0a1b2c3d
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 DATASETS = ("isbi2012",)
+LABEL_DTYPES = ("uint16", "uint32", "uint64", "int16", "int32", "int64")
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -66,24 +70,110 @@ def _evaluate(args: argparse.Namespace) -> int:
     from emseg.data.datalist import binary_label
     from emseg.data.isbi2012 import CLASS_NAMES, INTERIOR_CLASS
     from emseg.evaluation import score_stack
+    from emseg.evaluation.scores import score_instances
     from emseg.io import VolumeError, read_volume
 
     prediction = read_volume(args.prediction, args.prediction_key)
     label = read_volume(args.label, args.label_key)
     if prediction.shape != label.shape:
         raise VolumeError(f"{args.prediction}: shape {prediction.shape} differs from {args.label} {label.shape}")
-    prediction, kind = interior_probability(prediction, args.prediction)
-    print(f"{args.prediction}: read as {kind}{' of membrane, inverted' if args.invert else ''}")
     truth = binary_label(label, args.label, foreground=int(label.max()) or 1)
+    if args.instances or prediction.dtype in LABEL_DTYPES:
+        return _report(score_instances(list(prediction), list(truth)), args,
+                       f"{args.prediction}: read as a label image ({prediction.dtype}, "
+                       f"{np.unique(prediction[prediction > 0]).size} labels), scored as it is")
+    prediction, kind = interior_probability(prediction, args.prediction)
     if args.invert:
         prediction = 1.0 - prediction
     probabilities = [np.stack([1.0 - p, p]) for p in prediction]  # (membrane, interior) per slice
     scores = score_stack(probabilities, list(truth), CLASS_NAMES, INTERIOR_CLASS,
                          [f"slice_{i:03d}" for i in range(len(truth))])
+    return _report(scores, args, f"{args.prediction}: read as {kind}{' of membrane, inverted' if args.invert else ''}")
+
+
+def _report(scores, args: argparse.Namespace, read_as: str) -> int:
+    print(read_as)
     print(scores.table())
     if args.output:
         csv_path, json_path = scores.write(args.output, args.overwrite)
         print(f"wrote {csv_path} and {json_path}")
+    return 0
+
+
+def _instance_params(args: argparse.Namespace):
+    import json
+
+    from emseg.segmentation import InstanceParams
+
+    values = {}
+    if args.params:
+        path = Path(args.params)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a readable JSON file of instance parameters ({err})") from None
+        values = values.get("instances", values)  # a bundle recipe or config holds them under "instances"
+    for key in ("threshold", "seeds", "h", "sigma", "min_size", "lines", "mode", "link_iou"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    return InstanceParams.from_mapping(values, str(args.params) if args.params else "instance parameters")
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from emseg.segmentation.instances import segment_file
+
+    params = _instance_params(args)
+    output, count = segment_file(args.probabilities, args.output, params, args.key, args.invert, args.spacing,
+                                 args.overwrite)
+    print(f"{output}: {count} cells ({params.mode}), uint32 labels; parameters {params.as_dict()}")
+    return 0
+
+
+def _objects(args: argparse.Namespace) -> int:
+    from emseg.io import read_volume
+    from emseg.io.zarr_volumes import is_zarr_store, zarr_spacing
+    from emseg.segmentation import object_table, write_object_table
+
+    labels = read_volume(args.labels, args.key)
+    image = read_volume(args.image, args.image_key) if args.image else None
+    spacing = args.spacing
+    if spacing is None:
+        spacing = zarr_spacing(Path(args.labels)) if is_zarr_store(Path(args.labels)) else None
+        if spacing is None:
+            print(f"{args.labels}: pixel size unknown (give --spacing Z Y X in micrometres): units are pixels")
+            spacing = (1.0, 1.0, 1.0)
+    rows = object_table(labels, image, spacing, args.per_slice)
+    path = write_object_table(rows, args.output, args.overwrite)
+    print(f"{path}: {len(rows)} rows ({'per object and slice' if args.per_slice or labels.ndim == 2 else 'per object'}"
+          f"), pixel size (z, y, x) {list(spacing)} micrometres")
+    return 0
+
+
+def _tune_postprocess(args: argparse.Namespace) -> int:
+    from emseg.bundle.render import read_recipe
+    from emseg.segmentation import InstanceParams
+    from emseg.segmentation.tuning import (
+        baseline_score,
+        best_instance_params,
+        log_study,
+        save_to_bundle,
+        tune_instances,
+        validation_probabilities,
+    )
+
+    base = InstanceParams.from_mapping(read_recipe(args.bundle).get("instances"), f"{args.bundle}/recipe.json")
+    interior, truth, info = validation_probabilities(args.bundle, args.run_name, args.split)
+    print(f"tuning on {len(truth)} {args.split} slices predicted with {info['checkpoint']}: {args.trials} trials")
+    study = tune_instances(interior, truth, args.trials, args.score, args.seed, base)
+    params, baseline = best_instance_params(study, base), baseline_score(study)
+    run_id = log_study(study, params, info, args.score, baseline)
+    print(f"best {args.score} {study.best_value:.4f} (probability map at its best threshold: {baseline:.4f}) with "
+          f"{params.as_dict()}; MLflow run {run_id}")
+    if args.dry_run:
+        print("--dry-run: the bundle is unchanged")
+    else:
+        changed = save_to_bundle(args.bundle, params)
+        print(f"wrote the parameters to {', '.join(str(p) for p in changed)} (key 'instances')")
     return 0
 
 
@@ -209,7 +299,59 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--invert", action="store_true", help="the prediction is a membrane probability")
     evaluate.add_argument("--output", default=None, help="folder to write metrics.csv and summary.json to")
     evaluate.add_argument("--overwrite", action="store_true", help="replace metrics.csv and summary.json there")
+    evaluate.add_argument("--instances", action="store_true",
+                          help="the prediction is a label image (one label per cell; uint16/uint32 ones are "
+                               "recognised without it): scored as it is, no threshold sweep")
     evaluate.set_defaults(func=_evaluate)
+
+    segment = commands.add_parser("segment", help="cells (uint32 labels) from cell-interior probabilities")
+    segment.add_argument("probabilities", help="cell-interior probabilities (float in [0, 1] or uint8): TIFF, "
+                                               "folder of slices, HDF5 (--key), NIfTI or zarr")
+    segment.add_argument("output", help="label stack to write: .tif, .zarr (OME-Zarr) or .nii.gz")
+    segment.add_argument("--key", default=None, help="HDF5 dataset or zarr array in the input")
+    segment.add_argument("--invert", action="store_true", help="the input is a membrane probability")
+    segment.add_argument("--params", default=None, help="JSON file of parameters (or a bundle recipe/config with "
+                                                        "an 'instances' key); the options below override it")
+    segment.add_argument("--threshold", type=float, default=None, help="interior probability of a seed's mask")
+    segment.add_argument("--seeds", choices=("components", "distance"), default=None,
+                         help="components of the mask, or h-maxima of its distance transform")
+    segment.add_argument("--h", type=float, default=None, help="height of the distance maxima kept as seeds")
+    segment.add_argument("--sigma", type=float, default=None, help="smoothing of the membrane probability (px)")
+    segment.add_argument("--min-size", dest="min_size", type=int, default=None,
+                         help="segments of fewer pixels are merged into their neighbours")
+    segment.add_argument("--lines", action=argparse.BooleanOptionalAction, default=None,
+                         help="keep 1-pixel lines (label 0) between cells")
+    segment.add_argument("--mode", choices=("2d", "3d"), default=None, help="3d: link cells across slices")
+    segment.add_argument("--link-iou", dest="link_iou", type=float, default=None,
+                         help="least IoU of two segments in neighbouring slices to link them (3d)")
+    segment.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"),
+                         help="pixel size in micrometres written with the labels (zarr, NIfTI)")
+    segment.add_argument("--overwrite", action="store_true", help="replace an existing output emseg wrote")
+    segment.set_defaults(func=_segment)
+
+    objects = commands.add_parser("objects", help="a CSV table of the objects of a label stack (regionprops)")
+    objects.add_argument("labels", help="label stack (one label per object, 0 = background)")
+    objects.add_argument("output", help="CSV file to write")
+    objects.add_argument("--key", default=None, help="HDF5 dataset or zarr array in the labels")
+    objects.add_argument("--image", default=None, help="raw image stack for each object's mean intensity")
+    objects.add_argument("--image-key", default=None, help="HDF5 dataset or zarr array in the image")
+    objects.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                         help="pixel size in micrometres (default: an OME-Zarr's own; else pixels)")
+    objects.add_argument("--per-slice", action="store_true", help="one row per object and slice (area, perimeter)")
+    objects.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
+    objects.set_defaults(func=_objects)
+
+    tune = commands.add_parser("tune-postprocess", help="tune the instance parameters on the validation split "
+                                                        "(Optuna), write them to the bundle, log to MLflow")
+    tune.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
+    tune.add_argument("--run_name", default=None, help="tune for this run's best model (default: the promoted one)")
+    tune.add_argument("--trials", type=int, default=60, help="trials; the first 9 are the challenge's thinning at "
+                                                             "thresholds 0.1..0.9")
+    tune.add_argument("--score", choices=("v_rand", "v_info"), default="v_rand")
+    tune.add_argument("--split", default="validation", help="the data split to tune on (never test)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--dry-run", action="store_true", help="report and log, but leave the bundle unchanged")
+    tune.set_defaults(func=_tune_postprocess)
 
     augment = commands.add_parser("augment", help="augmented training data").add_subparsers(dest="augment_command",
                                                                                         required=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +42,12 @@ def predict_slices(
         yield output.detach().float().cpu().numpy()
 
 
-OUTPUTS = ("probability", "mask", "probabilities")
+OUTPUTS = ("probability", "mask", "probabilities", "instances")
+DTYPES = {"mask": "uint8", "instances": "uint32"}
 
 
 def _select(output: np.ndarray, kind: str, channel: int) -> np.ndarray:
-    if kind == "probability":
+    if kind in ("probability", "instances"):
         if not 0 <= channel < output.shape[0]:
             raise ValueError(f"channel {channel} requested but the network gives {output.shape[0]} channels")
         return output[channel]
@@ -57,12 +58,26 @@ def _select(output: np.ndarray, kind: str, channel: int) -> np.ndarray:
     return output
 
 
-DEFAULT_NAMES = {"probability": "probabilities", "mask": "classes", "probabilities": "class_probabilities"}
+def check_output(output: str, output_format: str = "tiff", has_interior: bool = True) -> None:
+    """Refuse at start an ``output`` that cannot be made: instances need a cell-interior class (``has_interior``: a
+    membrane data set), and PNG slices hold uint8 masks only."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output: {output!r} is not one of {OUTPUTS}")
+    if output == "instances" and not has_interior:
+        raise ValueError("output: 'instances' are made from cell-interior probabilities, and this bundle's data set "
+                         "has no interior class; use output 'mask' (class index) instead")
+    if output_format == "png" and output != "mask":
+        raise ValueError(f"output_format: PNG slices hold masks; use output 'mask' with output_format 'png' "
+                         f"(got output {output!r})")
+
+
+DEFAULT_NAMES = {"probability": "probabilities", "mask": "classes", "probabilities": "class_probabilities",
+                 "instances": "instances"}
 
 
 def default_output_path(bundle_root: str | Path, output: str, output_format: str) -> str:
     """``<bundle_root>/eval/probabilities.tif`` for ``output`` probability, ``classes.tif`` for masks,
-    ``class_probabilities.tif`` for all channels (``.nii.gz`` for NIfTI, a folder for PNG slices)."""
+    ``class_probabilities.tif`` for all channels, ``instances.tif`` for cells (``.nii.gz`` for NIfTI, a folder for PNG slices)."""
     extension = {"tiff": ".tif", "nifti": ".nii.gz", "png": "", "zarr": ".zarr"}.get(output_format, "")
     return str(Path(bundle_root) / "eval" / f"{DEFAULT_NAMES.get(output, output)}{extension}")
 
@@ -82,25 +97,30 @@ def segment_stack(
     postprocessing: Callable | None = None,
     device: str | torch.device = "cpu",
     overwrite: bool = False,
+    instances: Mapping | None = None,
 ) -> Path:
     """Segment every slice of ``input_path`` (any format :func:`emseg.io.open_slices` reads),
     reading, predicting and writing one slice at a time.
 
     Args:
         output: ``probability`` (float32 map of ``channel``; for ISBI bundles 1 = interior, the submission
-            format), ``mask`` (uint8 class index of the argmax: binary 0/1 or multi-class) or
-            ``probabilities`` (float32 (Z, C, H, W), TIFF or zarr).
+            format), ``mask`` (uint8 class index of the argmax: binary 0/1 or multi-class),
+            ``probabilities`` (float32 (Z, C, H, W), TIFF or zarr) or ``instances`` (uint32 cell labels made from
+            ``channel``, the cell-interior probability, by :class:`emseg.segmentation.InstanceSegmenter`).
         output_format: ``tiff``, ``png`` (folder of slices, masks only), ``nifti`` (``.nii``/``.nii.gz``) or
             ``zarr`` (an OME-Zarr image, ``.zarr``); NIfTI and zarr carry ``spacing`` (z, y, x), micrometres.
         probabilities_path: also write every class's probability to this TIFF (Z, C, H, W).
+        instances: parameters of :class:`emseg.segmentation.InstanceParams` (output ``instances``; default its own).
         overwrite: replace existing outputs (only files, or folders of emseg's own slices). An output that is,
             lies inside or contains the input is always refused.
     """
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    dtype = "uint8" if output == "mask" else "float32"
-    if output_format == "png" and output != "mask":
-        raise ValueError("PNG slices hold masks: use output 'mask' with output_format 'png'")
+    check_output(output, output_format)
+    dtype = DTYPES.get(output, "float32")
+    segmenter = None
+    if output == "instances":
+        from emseg.segmentation import InstanceParams, InstanceSegmenter
+
+        segmenter = InstanceSegmenter(InstanceParams.from_mapping(instances, "instances"))
     check_not_an_input(output_path, [input_path])
     if probabilities_path:
         check_not_an_input(probabilities_path, [input_path, output_path])
@@ -111,7 +131,8 @@ def segment_stack(
         channels = (stack.enter_context(stack_writer("tiff", probabilities_path, overwrite=overwrite))
                     if probabilities_path else None)
         for result in predict_slices(source, network, inferer, transform, postprocessing, device):
-            main.write(_select(result, output, channel))
+            selected = _select(result, output, channel)
+            main.write(segmenter(selected) if segmenter is not None else selected)
             if channels is not None:
                 channels.write(result)
     logger.info("wrote %s (%d slices, %s)%s", output_path, len(source), output,

@@ -162,6 +162,50 @@ def test_blockwise_inference_of_a_zarr_volume_on_dask(trained, elsewhere, isbi_d
     assert scale == [0.05, 0.004, 0.004] and "done" not in image
 
 
+def test_instances_from_inference_and_parameters_tuned_on_validation(trained, elsewhere, isbi_dir, tmp_path):
+    """output instances (3-D) through the bundle's inference; emseg tune-postprocess on the validation split writes
+    the parameters into the bundle's recipe and inference.json and logs the study under the training run."""
+    import subprocess
+    import sys
+
+    project, name = trained
+    if name != "unet":
+        pytest.skip("one bundle is enough: every ISBI bundle renders the same instance output and tuning")
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, tifffile.imread(isbi_dir / "test-volume.tif")[:3])
+    monai_bundle("run", "--config_file", config(project, name, "inference.json"),
+                 *overrides(input_path=str(stack), output_path=str(tmp_path / "cells.tif"), output="instances",
+                            **{"instances#mode": "3d"}), cwd=elsewhere)
+    cells = tifffile.imread(tmp_path / "cells.tif")
+    assert cells.shape == (3, 512, 512) and cells.dtype == np.uint32 and cells.max() > 3
+    assert len(np.intersect1d(cells[0], cells[1])) > 0  # linked across slices
+
+    folder = project / "bundles" / name
+    tuned = subprocess.run([sys.executable, "-m", "emseg.cli", "tune-postprocess", str(folder), "--trials", "11"],
+                           cwd=elsewhere, capture_output=True, text=True, timeout=600)
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    recipe = json.loads((folder / "recipe.json").read_text())["instances"]
+    assert json.loads((folder / "configs" / "inference.json").read_text())["instances"] == recipe
+    client, runs = mlflow_runs(project, f"emseg-{name}")
+    study = [run for run in runs if run.data.tags.get("emseg.kind") == "tune-postprocess"]
+    training = [run for run in runs if run.info.run_name.startswith(f"{name}-2")]
+    assert len(study) == 1 and study[0].data.tags["mlflow.parentRunId"] == training[0].info.run_id
+    assert study[0].data.metrics["best_v_rand"] >= study[0].data.metrics["best_threshold_v_rand"]
+    assert study[0].data.params["instances.threshold"] == str(recipe["threshold"])
+    history = client.get_metric_history(study[0].info.run_id, "trial_v_rand")
+    assert sorted(m.step for m in history) == list(range(11))
+
+
+def test_instances_need_a_membrane_bundle(project, elsewhere, tmp_path):
+    """A multi-class bundle refuses output instances at start, naming the key and the fix."""
+    copy_bundles(project, ["ternausnet11"])
+    result = monai_bundle("run", "--config_file", config(project, "ternausnet11", "inference.json"),
+                          *overrides(output="instances", output_path=str(tmp_path / "cells.tif")), cwd=elsewhere,
+                          check=False)
+    line = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert result.returncode != 0 and "output: 'instances'" in line and "mask" in line, line
+
+
 def test_missing_dataset_dir_stops_with_one_clear_message(project, elsewhere, tmp_path):
     missing = tmp_path / "no-data"
     result = monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),

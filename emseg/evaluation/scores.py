@@ -26,7 +26,9 @@ from emseg.evaluation.challenge import (
     THRESHOLDS,
     best_threshold,
     challenge_scores,
+    ground_truth_segments,
     pixel_scores,
+    segmentation_scores,
 )
 from emseg.io.files import write_text_atomically
 from emseg.io.safety import check_new_files
@@ -166,3 +168,37 @@ def score_stack(
     summary["mean_dice"] = _mean(summary[f"dice_{name}"] for name in foreground)
     columns += ["accuracy", *(f"dice_{name}" for name in foreground)]
     return StackScores(rows, summary, tuple(columns))
+
+
+INSTANCE_COLUMNS = ("v_rand", "v_info", "adapted_rand_error", "vi_split", "vi_merge")
+
+
+def instance_scores(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Scores of one slice's cell labels as they are (no threshold) against a binary ground truth (non-zero = cell
+    interior): V_rand and V_info with their split and merge parts, as the challenge scores them (ground-truth
+    cells only; label-0 pixels of ``labels`` are singletons), and scikit-image's adapted Rand error and variation
+    of information (split, merge; nats) on the same ground-truth cells."""
+    from skimage.metrics import adapted_rand_error, variation_of_information
+
+    labels, cells = np.asarray(labels), ground_truth_segments(truth)
+    if labels.shape != cells.shape:
+        raise ValueError(f"labels of shape {labels.shape} for a ground truth of shape {cells.shape}")
+    scores = segmentation_scores(labels, cells)
+    row = {name: float(value) for name, value in zip(SCORE_NAMES, scores.as_array())}
+    row["adapted_rand_error"] = float(adapted_rand_error(cells, labels, ignore_labels=(0,))[0])
+    # variation_of_information returns H(labels | cells), H(cells | labels): the split and the merge part
+    split, merge = variation_of_information(cells, labels, ignore_labels=(0,))
+    row["vi_split"], row["vi_merge"] = float(split), float(merge)
+    return row
+
+
+def score_instances(labels: Sequence[np.ndarray], truth: Sequence[np.ndarray],
+                    names: Sequence[str] | None = None) -> StackScores:
+    """:func:`instance_scores` of every slice of a label stack, and their means."""
+    if len(labels) != len(truth) or not len(truth):
+        raise ValueError(f"{len(labels)} label slices for {len(truth)} ground-truth slices")
+    names = list(names) if names is not None else [f"slice_{i:03d}" for i in range(len(truth))]
+    rows = [{"slice": name, **instance_scores(lab, gt)} for name, lab, gt in zip(names, labels, truth)]
+    summary = {"slices": len(rows), "scored_as": "instances",
+               **{key: _mean(row[key] for row in rows) for key in rows[0] if key != "slice"}}
+    return StackScores(rows, summary, INSTANCE_COLUMNS)

@@ -32,6 +32,8 @@ from emseg.io.safety import OutputError, describe_write_error
 from emseg.io.source import VolumeError
 from emseg.io.zarr_volumes import is_zarr_store, replace_problem, write_image_metadata
 
+DTYPES = (np.dtype("float32"), np.dtype("uint8"), np.dtype("uint32"))
+
 
 def _partial(path: Path) -> Path:
     return path.with_name(path.name + ".part")
@@ -52,15 +54,16 @@ class StackWriter:
         self.shape, self.expected = (tuple(shape) if shape is not None else None), count
         self.spacing = [float(s) for s in spacing]
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.dtype("float32"), np.dtype("uint8")):
-            raise VolumeError(f"{self.path}: stacks are written as float32 or uint8, not {self.dtype}")
+        if self.dtype not in DTYPES:
+            raise VolumeError(f"{self.path}: stacks are written as float32, uint8 or uint32 (labels), not {self.dtype}")
         self.count = 0
 
     def _check(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)
-        if self.dtype == np.uint8 and image.dtype != np.uint8:
-            if image.size and (image.min() < 0 or image.max() > 255):
-                raise VolumeError(f"{self.path}: values outside 0..255 cannot be written as uint8")
+        if self.dtype.kind == "u" and image.dtype != self.dtype:
+            top = np.iinfo(self.dtype).max
+            if image.size and (image.min() < 0 or image.max() > top):
+                raise VolumeError(f"{self.path}: values outside 0..{top} cannot be written as {self.dtype}")
         return image.astype(self.dtype, copy=False)
 
     def write(self, image: np.ndarray) -> None:
@@ -320,6 +323,19 @@ def stack_writer(output_format: str, path: str | Path, dtype: str = "float32", s
     if output_format not in WRITERS:
         raise ValueError(f"output_format must be one of {FORMATS}, got {output_format!r}")
     return WRITERS[output_format](path, dtype, shape, count, spacing, overwrite)
+
+
+def format_for_path(path: str | Path) -> str:
+    """The output format a file name asks for: ``.tif``/``.tiff`` TIFF, ``.zarr`` OME-Zarr, ``.nii``/``.nii.gz``
+    NIfTI, no suffix a folder of PNG slices."""
+    from emseg.io.source import suffix
+
+    formats = {".tif": "tiff", ".tiff": "tiff", ".zarr": "zarr", ".nii": "nifti", ".nii.gz": "nifti", "": "png"}
+    name = suffix(Path(path))
+    if name not in formats:
+        raise VolumeError(f"{path}: cannot tell the format from {name!r}; name the output .tif, .zarr, .nii.gz or a "
+                          f"folder (PNG slices)")
+    return formats[name]
 
 
 def write_volume(path: str | Path, volume: np.ndarray, output_format: str = "tiff", dtype: str = "float32",
