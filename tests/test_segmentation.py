@@ -22,7 +22,12 @@ from emseg.segmentation import (
     segment_slice,
     segment_volume,
 )
-from emseg.segmentation.tuning import BASELINE_THRESHOLDS, baseline_score, best_instance_params, tune_instances
+from emseg.segmentation.tuning import (
+    BASELINE_THRESHOLDS,
+    baseline_score,
+    best_instance_params,
+    tune_instances,
+)
 
 
 def emseg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
