@@ -162,7 +162,7 @@ def _tune_postprocess(args: argparse.Namespace) -> int:
     )
 
     base = InstanceParams.from_mapping(read_recipe(args.bundle).get("instances"), f"{args.bundle}/recipe.json")
-    interior, truth, info = validation_probabilities(args.bundle, args.run_name, args.split)
+    interior, truth, info = validation_probabilities(args.bundle, args.run_name, args.split, _set_values(args.set))
     print(f"tuning on {len(truth)} {args.split} slices predicted with {info['checkpoint']}: {args.trials} trials")
     study = tune_instances(interior, truth, args.trials, args.score, args.seed, base)
     params, baseline = best_instance_params(study, base), baseline_score(study)
@@ -177,19 +177,25 @@ def _tune_postprocess(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bundle_pack(args: argparse.Namespace) -> int:
+def _set_values(items: Sequence[str] | None) -> dict:
+    """``--set KEY=VALUE`` options as config overrides (a value is read as JSON where it is JSON)."""
     import json
 
-    from emseg.bundle.pack import pack_bundle
-
     overrides = {}
-    for item in args.set or []:
+    for item in items or []:
         key, _, value = item.partition("=")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    path = pack_bundle(args.bundle, args.output, run_name=args.run_name, weights=args.weights, overrides=overrides)
+    return overrides
+
+
+def _bundle_pack(args: argparse.Namespace) -> int:
+    from emseg.bundle.pack import pack_bundle
+
+    path = pack_bundle(args.bundle, args.output, run_name=args.run_name, weights=args.weights,
+                       overrides=_set_values(args.set))
     print(f"packed {args.bundle} into {path}")
     return 0
 
@@ -351,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--split", default="validation", help="the data split to tune on (never test)")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--dry-run", action="store_true", help="report and log, but leave the bundle unchanged")
+    tune.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="config key for the prediction, e.g. dataset_dir=/data/isbi2012 (repeatable)")
     tune.set_defaults(func=_tune_postprocess)
 
     augment = commands.add_parser("augment", help="augmented training data").add_subparsers(dest="augment_command",

@@ -181,7 +181,8 @@ def test_instances_from_inference_and_parameters_tuned_on_validation(trained, el
     assert len(np.intersect1d(cells[0], cells[1])) > 0  # linked across slices
 
     folder = project / "bundles" / name
-    tuned = subprocess.run([sys.executable, "-m", "emseg.cli", "tune-postprocess", str(folder), "--trials", "11"],
+    tuned = subprocess.run([sys.executable, "-m", "emseg.cli", "tune-postprocess", str(folder), "--trials", "11",
+                            "--set", f"dataset_dir={isbi_dir}", "--set", "download=false"],
                            cwd=elsewhere, capture_output=True, text=True, timeout=600)
     assert tuned.returncode == 0, tuned.stdout + tuned.stderr
     recipe = json.loads((folder / "recipe.json").read_text())["instances"]

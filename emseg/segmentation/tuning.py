@@ -80,11 +80,12 @@ def best_instance_params(study, base: InstanceParams | None = None) -> InstanceP
     return InstanceParams(**{**(base or InstanceParams()).as_dict(), **params})
 
 
-def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None, split: str = "validation"
-                             ) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """Cell-interior probabilities of a bundle's ``split`` slices, predicted with its weights (the promoted model,
-    or ``run_name``'s best) and its validation inferer, the binary ground truth of those slices, and what made them
-    (checkpoint, its sha256, the training run, the config values used for logging)."""
+def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None, split: str = "validation",
+                             overrides: dict | None = None) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """Cell-interior probabilities of a bundle's ``split`` slices (of the data split the weights were trained with),
+    predicted with its weights (the promoted model, or ``run_name``'s best) and its validation inferer, the binary
+    ground truth of those slices, and what made them (checkpoint, its sha256, the training run, the config values
+    used for logging). ``overrides``: further config values (``dataset_dir``, say)."""
     import torch
 
     from emseg.bundle.paths import load_config
@@ -93,8 +94,12 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
     from emseg.networks import load_weights
 
     configs = Path(bundle_dir) / "configs"
-    parser = load_config([configs / "train.json", configs / "evaluate.json"],
-                         {"eval_split": split, "run_name": run_name})
+    values = {"eval_split": split, "run_name": run_name, **(overrides or {})}
+    parser = load_config([configs / "train.json", configs / "evaluate.json"], values)
+    record = weights_record(parser.get_parsed_content("ckpt_path"))
+    if "split" in record and "split" not in values:  # the validation slices of the training, not the default's
+        values["split"] = record["split"]
+        parser = load_config([configs / "train.json", configs / "evaluate.json"], values)
     interior_class = parser.get_parsed_content("interior_class")
     if interior_class is None:
         raise ValueError(f"{bundle_dir}: instances are made from cell-interior probabilities; this bundle's data "
@@ -112,7 +117,6 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
             logits = logits[-1] if isinstance(logits, (list, tuple)) else logits
             interior.append(torch.softmax(logits.float(), 1)[0, interior_class].cpu().numpy())
             truth.append((np.asarray(batch["label"][0, 0]) == interior_class).astype(np.uint8))
-    record = weights_record(checkpoint)
     info = {"bundle": parser.get_parsed_content("bundle_name"), "split": split, "slices": len(truth),
             "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
             "training_run": record.get("run_name"), "training_mlflow_run_id": record.get("mlflow_run_id"),
