@@ -112,7 +112,11 @@ def _instance_params(args: argparse.Namespace):
             values = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not a readable JSON file of instance parameters ({err})") from None
-        values = values.get("instances", values)  # a bundle recipe or config holds them under "instances"
+        if "instances" in values:  # a bundle's recipe or inference config holds them under "instances"
+            values = values["instances"]
+        elif "bundle_name" in values:
+            raise ValueError(f"{path}: a bundle file without instance parameters ('instances'); give the bundle's "
+                             f"configs/inference.json, or tune them first with emseg tune-postprocess")
     for key in ("threshold", "seeds", "h", "sigma", "min_size", "lines", "mode", "link_iou"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
