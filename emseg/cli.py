@@ -101,6 +101,7 @@ def _report(scores, args: argparse.Namespace, read_as: str) -> int:
 
 
 def _instance_params(args: argparse.Namespace):
+    import dataclasses
     import json
 
     from emseg.segmentation import InstanceParams
@@ -117,7 +118,7 @@ def _instance_params(args: argparse.Namespace):
         elif "bundle_name" in values:
             raise ValueError(f"{path}: a bundle file without instance parameters ('instances'); give the bundle's "
                              f"configs/inference.json, or tune them first with emseg tune-postprocess")
-    for key in ("threshold", "seeds", "h", "sigma", "min_size", "lines", "mode", "link_iou"):
+    for key in (field.name for field in dataclasses.fields(InstanceParams)):  # one option per parameter
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     return InstanceParams.from_mapping(values, str(args.params) if args.params else "instance parameters")
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``emseg`` command."""
     from emseg import __version__
     from emseg.data.isbi2012 import ISBI2012_SHA256
+    from emseg.segmentation.instances import MODES, SEEDS
+    from emseg.segmentation.tuning import SCORES
 
     parser = argparse.ArgumentParser(prog="emseg", description="EM segmentation with MONAI bundles")
     parser.add_argument("--version", action="version", version=f"emseg {__version__}")
@@ -323,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--params", default=None, help="JSON file of parameters (or a bundle recipe/config with "
                                                         "an 'instances' key); the options below override it")
     segment.add_argument("--threshold", type=float, default=None, help="interior probability of a seed's mask")
-    segment.add_argument("--seeds", choices=("components", "distance"), default=None,
+    segment.add_argument("--seeds", choices=SEEDS, default=None,
                          help="components of the mask, or h-maxima of its distance transform")
     segment.add_argument("--h", type=float, default=None, help="height of the distance maxima kept as seeds")
     segment.add_argument("--sigma", type=float, default=None, help="smoothing of the membrane probability (px)")
@@ -331,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="segments of fewer pixels are merged into their neighbours")
     segment.add_argument("--lines", action=argparse.BooleanOptionalAction, default=None,
                          help="keep 1-pixel lines (label 0) between cells")
-    segment.add_argument("--mode", choices=("2d", "3d"), default=None, help="3d: link cells across slices")
+    segment.add_argument("--mode", choices=MODES, default=None, help="3d: link cells across slices")
     segment.add_argument("--link-iou", dest="link_iou", type=float, default=None,
                          help="least IoU of two segments in neighbouring slices to link them (3d)")
     segment.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"),
@@ -357,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--run_name", default=None, help="tune for this run's best model (default: the promoted one)")
     tune.add_argument("--trials", type=int, default=60, help="trials; the first 9 are the challenge's thinning at "
                                                              "thresholds 0.1..0.9")
-    tune.add_argument("--score", choices=("v_rand", "v_info"), default="v_rand")
+    tune.add_argument("--score", choices=SCORES, default="v_rand")
     tune.add_argument("--split", default="validation", help="the data split to tune on (never test)")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--dry-run", action="store_true", help="report and log, but leave the bundle unchanged")

@@ -10,8 +10,6 @@ curves).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import warnings
 from collections.abc import Sequence
@@ -30,7 +28,7 @@ from emseg.evaluation.challenge import (
     pixel_scores,
     segmentation_scores,
 )
-from emseg.io.files import write_text_atomically
+from emseg.io.files import write_csv_atomically, write_text_atomically
 from emseg.io.safety import check_new_files
 
 BACKGROUND = "background"
@@ -50,11 +48,7 @@ class StackScores:
         output_dir = Path(output_dir)
         csv_path, json_path = output_dir / "metrics.csv", output_dir / "summary.json"
         check_new_files([csv_path, json_path], overwrite)
-        table = io.StringIO()
-        writer = csv.DictWriter(table, fieldnames=list(self.rows[0]))
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text_atomically(csv_path, table.getvalue())
+        write_csv_atomically(csv_path, self.rows)
         write_text_atomically(json_path, json.dumps(self.summary, indent=2))
         return csv_path, json_path
 

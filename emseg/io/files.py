@@ -30,6 +30,18 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
     return replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
+def write_csv_atomically(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> Path:
+    """Replace ``path`` atomically with ``rows`` as CSV (a header of ``columns``, default the first row's keys)."""
+    import csv
+    import io
+
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomically(path, table.getvalue())
+
+
 def sha256(path: str | Path) -> str:
     """Hex sha256 of a file's content, read in blocks."""
     digest = hashlib.sha256()

@@ -100,7 +100,7 @@ def _seeds(interior: np.ndarray, params: InstanceParams) -> np.ndarray:
 
 def segment_slice(interior: np.ndarray, params: InstanceParams | None = None) -> np.ndarray:
     """Cells (uint32 labels 1..n; 0 only on watershed lines) of one slice's cell-interior probability."""
-    from skimage.segmentation import watershed
+    from skimage.segmentation import relabel_sequential, watershed
 
     params = params or InstanceParams()
     interior = np.asarray(interior, dtype=np.float32)
@@ -120,14 +120,7 @@ def segment_slice(interior: np.ndarray, params: InstanceParams | None = None) ->
         if small[1:].any() and not small[1:].all():
             kept = np.where(small[labels], 0, labels)
             labels = watershed(elevation, kept, connectivity=1, watershed_line=params.lines)
-    return _sequential(labels)
-
-
-def _sequential(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 1..n in their order, 0 kept."""
-    values, inverse = np.unique(labels, return_inverse=True)
-    offset = 0 if values[0] == 0 else 1
-    return (inverse.reshape(labels.shape) + offset).astype(np.uint32)
+    return relabel_sequential(labels)[0].astype(np.uint32)  # 1..n in their order, 0 kept
 
 
 def link_to_previous(previous: np.ndarray, labels: np.ndarray, next_label: int, min_iou: float) -> np.ndarray:

@@ -74,18 +74,9 @@ def _rows(table: dict, order: list[str]) -> list[dict]:
 
 def write_object_table(rows: list[dict], path: str | Path, overwrite: bool = False) -> Path:
     """Write ``rows`` as CSV (atomically; an existing file is replaced only with ``overwrite``)."""
-    import csv
-    import io
-
-    from emseg.io.files import write_text_atomically
+    from emseg.io.files import write_csv_atomically
     from emseg.io.safety import check_new_files
 
     path = Path(path)
     check_new_files([path], overwrite)
-    text = io.StringIO()
-    columns = list(rows[0]) if rows else ["label"]
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomically(path, text.getvalue())
-    return path
+    return write_csv_atomically(path, rows, None if rows else ["label"])
