@@ -125,25 +125,26 @@ def _instance_params(args: argparse.Namespace):
 
 
 def _segment(args: argparse.Namespace) -> int:
+    from emseg.io import volume_spacing
     from emseg.segmentation.instances import segment_file
 
     params = _instance_params(args)
-    output, count = segment_file(args.probabilities, args.output, params, args.key, args.invert, args.spacing,
+    spacing = args.spacing or volume_spacing(args.probabilities) or (1.0, 1.0, 1.0)
+    output, count = segment_file(args.probabilities, args.output, params, args.key, args.invert, spacing,
                                  args.overwrite)
-    print(f"{output}: {count} cells ({params.mode}), uint32 labels; parameters {params.as_dict()}")
+    print(f"{output}: {count} cells ({params.mode}), pixel size (z, y, x) {list(spacing)} micrometres; parameters {params.as_dict()}")
     return 0
 
 
 def _objects(args: argparse.Namespace) -> int:
-    from emseg.io import read_volume
-    from emseg.io.zarr_volumes import is_zarr_store, zarr_spacing
+    from emseg.io import read_volume, volume_spacing
     from emseg.segmentation import object_table, write_object_table
 
     labels = read_volume(args.labels, args.key)
     image = read_volume(args.image, args.image_key) if args.image else None
     spacing = args.spacing
     if spacing is None:
-        spacing = zarr_spacing(Path(args.labels)) if is_zarr_store(Path(args.labels)) else None
+        spacing = volume_spacing(args.labels)
         if spacing is None:
             print(f"{args.labels}: pixel size unknown (give --spacing Z Y X in micrometres): units are pixels")
             spacing = (1.0, 1.0, 1.0)
@@ -337,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--mode", choices=MODES, default=None, help="3d: link cells across slices")
     segment.add_argument("--link-iou", dest="link_iou", type=float, default=None,
                          help="least IoU of two segments in neighbouring slices to link them (3d)")
-    segment.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"),
-                         help="pixel size in micrometres written with the labels (zarr, NIfTI)")
+    segment.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                         help="pixel size in micrometres written with the labels (default: the probability "
+                              "stack's own, from an OME-Zarr or TIFF; else 1 1 1)")
     segment.add_argument("--overwrite", action="store_true", help="replace an existing output emseg wrote")
     segment.set_defaults(func=_segment)
 
@@ -349,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     objects.add_argument("--image", default=None, help="raw image stack for each object's mean intensity")
     objects.add_argument("--image-key", default=None, help="HDF5 dataset or zarr array in the image")
     objects.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                         help="pixel size in micrometres (default: an OME-Zarr's own; else pixels)")
+                         help="pixel size in micrometres (default: the labels' own, from an OME-Zarr or TIFF; "
+                              "else pixels)")
     objects.add_argument("--per-slice", action="store_true", help="one row per object and slice (area, perimeter)")
     objects.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
     objects.set_defaults(func=_objects)

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emseg.engine.progress import progress, shows_bars
 from emseg.io import open_slices, stack_writer
 from emseg.io.safety import check_not_an_input
+from emseg.visualize import class_palette
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +29,8 @@ def predict_slices(
 ) -> Iterator[np.ndarray]:
     """Yield the postprocessed network output, float32 (C, H, W), for each (H, W) slice of ``slices``."""
     network.eval()
-    total = len(slices) if hasattr(slices, "__len__") else "?"
-    for index, image in enumerate(slices):
+    total = len(slices) if hasattr(slices, "__len__") else None
+    for index, image in enumerate(progress(slices, "inference", total)):
         start = time.perf_counter()
         x = torch.as_tensor(np.asarray(image, dtype=np.float32)[None])
         if transform is not None:
@@ -38,7 +40,8 @@ def predict_slices(
             if isinstance(logits, (list, tuple)):  # deep supervision: the last head is the final output
                 logits = logits[-1]
             output = postprocessing(logits[0]) if postprocessing is not None else logits[0]
-        logger.info("slice %d/%s predicted in %.2fs", index + 1, total, time.perf_counter() - start)
+        logger.log(logging.DEBUG if shows_bars() else logging.INFO, "slice %d/%s predicted in %.2fs", index + 1,
+                   total or "?", time.perf_counter() - start)
         yield output.detach().float().cpu().numpy()
 
 
@@ -127,8 +130,9 @@ def segment_stack(
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_slices(input_path, input_key))
         main = stack.enter_context(stack_writer(output_format, output_path, dtype, source.shape, len(source), spacing,
-                                                overwrite))
-        channels = (stack.enter_context(stack_writer("tiff", probabilities_path, overwrite=overwrite))
+                                                overwrite, class_palette() if output == "mask" else None))
+        channels = (stack.enter_context(stack_writer("tiff", probabilities_path, "float32", source.shape, len(source),
+                                                     spacing, overwrite))
                     if probabilities_path else None)
         for result in predict_slices(source, network, inferer, transform, postprocessing, device):
             selected = _select(result, output, channel)

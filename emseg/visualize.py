@@ -16,6 +16,13 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
+def class_palette() -> np.ndarray:
+    """(256, 3) uint8 colours of a class-index map for viewers (an ImageJ LUT, a PNG palette): 0 black, class
+    ``k`` >= 1 the overlays' ``CLASS_COLOURS[k]``, repeating after 8."""
+    index = np.arange(256)
+    return CLASS_COLOURS[np.where(index == 0, 0, (index - 1) % (len(CLASS_COLOURS) - 1) + 1)].astype(np.uint8)
+
+
 def paint_classes(grey: np.ndarray, classes: np.ndarray, hidden_class: int = 0, alpha: float = 0.5) -> np.ndarray:
     """RGB uint8 of a uint8 grey image with every class but ``hidden_class`` blended in its colour.
 

@@ -27,6 +27,8 @@ from conftest import (
     verify_bundle,
 )
 
+from emseg.io import tiff_spacing
+
 pytestmark = pytest.mark.slow
 
 TINY = {
@@ -181,7 +183,9 @@ def test_instances_from_inference_and_parameters_tuned_on_validation(trained, el
                  *overrides(input_path=str(stack), output_path=str(tmp_path / "cells.tif"), output="instances",
                             **{"instances#mode": "3d", "instances#threshold": str(median)}), cwd=elsewhere)
     cells = tifffile.imread(tmp_path / "cells.tif")
-    assert cells.shape == (3, 512, 512) and cells.dtype == np.uint32 and cells.max() > 3
+    assert cells.shape == (3, 512, 512) and cells.dtype == np.uint16 and cells.max() > 3  # ImageJ's 16 bits
+    for output in ("interior.tif", "cells.tif"):  # what Fiji needs: a hyperstack with the data set's voxel size
+        assert tiff_spacing(tmp_path / output) == pytest.approx((0.05, 0.004, 0.004))
     assert len(np.intersect1d(cells[0], cells[1])) > 0  # linked across slices
 
     folder = project / "bundles" / name

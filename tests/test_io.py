@@ -16,6 +16,8 @@ from emseg.io import (
     open_slices,
     read_volume,
     stack_writer,
+    tiff_spacing,
+    volume_spacing,
     write_volume,
 )
 from emseg.io.safety import OutputError
@@ -176,19 +178,19 @@ def test_writers_round_trip_through_the_readers(tmp_path, stack, output_format, 
 
 def test_channel_stack_and_interrupted_write(tmp_path):
     path = tmp_path / "channels.tif"
-    with stack_writer("tiff", path) as w:
+    with stack_writer("tiff", path, shape=(8, 8), count=2) as w:
         for z in range(2):
             w.write(np.full((3, 8, 8), z, np.float32))
     assert tifffile.imread(path).shape == (2, 3, 8, 8)
     failed = tmp_path / "failed.tif"
-    with pytest.raises(RuntimeError), stack_writer("tiff", failed) as w:
+    with pytest.raises(RuntimeError), stack_writer("tiff", failed, shape=(8, 8), count=2) as w:
         w.write(np.zeros((8, 8), np.float32))
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == [path]  # nothing left of the interrupted stack
 
 
 def test_uint8_writer_refuses_values_out_of_range(tmp_path):
-    with pytest.raises(VolumeError, match="0..255"), stack_writer("tiff", tmp_path / "m.tif", "uint8") as w:
+    with pytest.raises(VolumeError, match="0..255"), stack_writer("tiff", tmp_path / "m.tif", "uint8", (4, 4), 1) as w:
         w.write(np.full((4, 4), 300.0))
 
 
@@ -208,3 +210,68 @@ def test_png_writer_never_clears_a_foreign_part_folder(tmp_path, stack):
     with pytest.raises(OutputError, match="masks.part: exists and holds files emseg did not"):
         write_volume(tmp_path / "masks", stack, "png")
     assert (scratch / "notes.txt").read_text() == "not emseg's" and not (tmp_path / "masks").exists()
+
+
+ISBI_SPACING = (0.05, 0.004, 0.004)
+
+
+def test_tiff_outputs_are_imagej_hyperstacks_with_the_pixel_size(tmp_path, stack):
+    """What Fiji reads: an ImageJ hyperstack, (Z, Y, X) or (Z, C, Y, X), pixels per micrometre in the resolution tags,
+    the z spacing and unit in ImageJ's description; emseg reads the same size back."""
+    probabilities = stack / np.float32(255)
+    write_volume(tmp_path / "p.tif", probabilities, spacing=ISBI_SPACING)
+    with stack_writer("tiff", tmp_path / "c.tif", "float32", stack.shape[1:], 3, ISBI_SPACING) as writer:
+        for image in probabilities:
+            writer.write(np.stack([1 - image, image]))
+    for name, shape, axes in (("p.tif", stack.shape, "ZYX"), ("c.tif", (3, 2, *stack.shape[1:]), "ZCYX")):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert tif.is_imagej and tif.series[0].axes == axes and tif.series[0].shape == shape
+            assert tif.imagej_metadata["spacing"] == 0.05 and tif.imagej_metadata["unit"] == "um"
+            assert tif.pages[0].resolution == pytest.approx((250.0, 250.0))
+        assert tiff_spacing(tmp_path / name) == pytest.approx(ISBI_SPACING)
+    np.testing.assert_array_equal(read_volume(tmp_path / "p.tif"), probabilities)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "c.tif")[:, 1], probabilities)
+
+
+def test_label_tiffs_stay_exact_integers(tmp_path, stack):
+    """ImageJ has no uint32: labels that fit are a uint16 hyperstack, larger ones a plain uint32 TIFF; both read
+    back as the same integers with their pixel size."""
+    small = stack.astype(np.uint32) * 257  # up to 65535
+    large = small + np.uint32(65536) * (stack > 128)
+    for name, labels, imagej in (("small.tif", small, True), ("large.tif", large, False)):
+        write_volume(tmp_path / name, labels, dtype="uint32", spacing=ISBI_SPACING)
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert tif.is_imagej == imagej
+            assert tif.series[0].dtype == (np.uint16 if imagej else np.uint32)
+        np.testing.assert_array_equal(read_volume(tmp_path / name), labels)
+        assert volume_spacing(tmp_path / name) == pytest.approx(ISBI_SPACING)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["large.tif", "small.tif"]  # no scratch files left
+
+
+def test_class_maps_carry_a_colour_table(tmp_path, stack):
+    """A 0/1 mask shows black and colour in a viewer (ImageJ LUT, PNG palette) and still reads back as 0/1."""
+    from emseg.visualize import CLASS_COLOURS, class_palette
+
+    mask = (stack > 128).astype(np.uint8)
+    for output_format, name in (("tiff", "m.tif"), ("png", "masks")):
+        with stack_writer(output_format, tmp_path / name, "uint8", mask.shape[1:], 3, ISBI_SPACING,
+                          palette=class_palette()) as writer:
+            for image in mask:
+                writer.write(image)
+        np.testing.assert_array_equal(read_volume(tmp_path / name), mask)
+    with tifffile.TiffFile(tmp_path / "m.tif") as tif:
+        lut = np.asarray(tif.imagej_metadata["LUTs"]).reshape(-1, 3, 256)[0]  # one LUT per channel
+    assert lut.shape == (3, 256) and tuple(lut[:, 0]) == (0, 0, 0) and tuple(lut[:, 1]) == tuple(CLASS_COLOURS[1])
+    with Image.open(tmp_path / "masks" / "slice_0000.png") as png:
+        assert png.mode == "P" and tuple(png.getpalette()[3:6]) == tuple(CLASS_COLOURS[1])
+
+
+def test_tiff_spacing_reads_what_files_state(tmp_path, stack):
+    tifffile.imwrite(tmp_path / "bare.tif", stack)
+    assert tiff_spacing(tmp_path / "bare.tif") is None  # states nothing: no guess
+    tifffile.imwrite(tmp_path / "nm.tif", stack, imagej=True, resolution=(0.25, 0.2),
+                     metadata={"axes": "ZYX", "spacing": 50, "unit": "nm"})
+    assert tiff_spacing(tmp_path / "nm.tif") == pytest.approx((0.05, 0.005, 0.004))
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    with pytest.raises(VolumeError, match="bad.tif: not a readable TIFF"):
+        tiff_spacing(tmp_path / "bad.tif")

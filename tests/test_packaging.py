@@ -15,6 +15,7 @@ import tifffile
 from conftest import REPO_ROOT, copy_bundles, monai_bundle, overrides, train_bundle
 
 from emseg.bundle.pack import BundleError, pack_bundle, verify_bundle
+from emseg.io import tiff_spacing
 
 pytestmark = pytest.mark.slow
 
@@ -208,3 +209,5 @@ def test_packed_bundle_runs_with_monai_alone(packed, trained_unet, isbi_dir, tmp
     packed_output, repo_output = tifffile.imread(tmp_path / "packed.tif"), tifffile.imread(tmp_path / "repo.tif")
     assert packed_output.shape == (3, 512, 512) and packed_output.dtype == np.float32
     np.testing.assert_allclose(packed_output, repo_output, atol=1e-4)
+    assert tiff_spacing(tmp_path / "packed.tif") == tiff_spacing(tmp_path / "repo.tif") == pytest.approx(
+        (0.05, 0.004, 0.004))  # the two paths write the same ImageJ metadata

@@ -175,7 +175,7 @@ def test_instance_score_of_labels_equals_the_probability_score_at_their_threshol
     tifffile.imwrite(tmp_path / "gt.tif", labels)
     emseg("segment", str(tmp_path / "prob.tif"), str(tmp_path / "cells.tif"), "--threshold", "0.4", "--lines")
     cells = tifffile.imread(tmp_path / "cells.tif")
-    assert cells.dtype == np.uint32 and cells.shape == labels.shape
+    assert cells.dtype == np.uint16 and cells.shape == labels.shape  # uint32 labels that fit ImageJ's 16 bits
     emseg("evaluate", str(tmp_path / "cells.tif"), str(tmp_path / "gt.tif"), "--output", str(tmp_path / "inst"))
     emseg("evaluate", str(tmp_path / "prob.tif"), str(tmp_path / "gt.tif"), "--output", str(tmp_path / "prob"))
     instances = json.loads((tmp_path / "inst" / "summary.json").read_text())

@@ -59,7 +59,7 @@ def monai_only_inference(config: dict) -> dict:
     with the bundle's patch size and overlap, and writes a float32 probability stack of
     ``output_channel`` or, for ``output`` = ``mask``, a uint8 class-index stack. ``config`` holds
     the values (expressions evaluated) of ``patch_size``, ``overlap``, ``sw_batch_size``,
-    ``output_channel`` and ``output``.
+    ``output_channel``, ``output`` and ``spacing`` (written with the ImageJ stack).
     """
     mask = config.get("output") == "mask"
     select = "p.argmax(0).to(torch.uint8)" if mask else "p[@output_channel]"
@@ -75,6 +75,7 @@ def monai_only_inference(config: dict) -> dict:
         "overlap": config["overlap"],
         "sw_batch_size": config["sw_batch_size"],
         "output_channel": config["output_channel"],
+        "spacing": [float(v) for v in config["spacing"]],
         "network_def": "$torch.jit.load(os.path.join(@bundle_root, 'models', 'model.ts'), map_location=@device)",
         "network": "$@network_def.eval()",
         "preprocessing": {"_target_": "NormalizeIntensity"},
@@ -86,7 +87,8 @@ def monai_only_inference(config: dict) -> dict:
                        "$(_ for _ in ()).throw(FileExistsError(@output_path + ': exists (or is the input); choose "
                        "another --output_path')) if os.path.exists(@output_path) else None",
                        "$os.makedirs(os.path.dirname(os.path.abspath(@output_path)), exist_ok=True)"],
-        "run": [f"$tifffile.imwrite(@output_path, numpy.stack({predict}), imagej=True, metadata={{'axes': 'ZYX'}})"],
+        "run": [f"$tifffile.imwrite(@output_path, numpy.stack({predict}), imagej=True, metadata={{'axes': 'ZYX', "
+                f"'spacing': @spacing[0], 'unit': 'um'}}, resolution=(1 / @spacing[2], 1 / @spacing[1]))"],
     }
 
 
@@ -201,7 +203,8 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, ru
         (root / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4))
         configs = {f: _config_with_overrides(bundle_dir / "configs" / f, overrides or {}) for f in EMSEG_CONFIGS}
         packed_inference = monai_only_inference(_resolved(
-            configs["inference.json"], ("patch_size", "overlap", "sw_batch_size", "output_channel", "output"), bundle_dir))
+            configs["inference.json"], ("patch_size", "overlap", "sw_batch_size", "output_channel", "output", "spacing"),
+            bundle_dir))
         (root / "configs" / "inference.json").write_text(json.dumps(packed_inference, indent=4))
         for f in ("train.json", "evaluate.json"):
             (root / "configs" / f).write_text(json.dumps(configs[f], indent=4))

@@ -75,7 +75,7 @@ def _folders_items(dataset_dir, part, split, classes, priority, threshold, downl
 
 DATASETS: dict[str, Dataset] = {
     "isbi2012": Dataset("isbi2012", "isbi2012", None, isbi2012.CLASS_NAMES, isbi2012.INTERIOR_CLASS,
-                        (0.05, 0.004, 0.004), isbi2012.ensure_isbi2012, _isbi_items, lambda d: d / isbi2012.TEST_IMAGE_FILE),
+                        isbi2012.SPACING, isbi2012.ensure_isbi2012, _isbi_items, lambda d: d / isbi2012.TEST_IMAGE_FILE),
     "epfl": Dataset("epfl", "epfl-hippocampus-multiclass", epfl.EPFL_CLASSES, None, None, (0.005, 0.005, 0.005),
                     _epfl_ensure, _epfl_items,
                     lambda d: d / "test" / epfl.IMAGE_FOLDER),

@@ -33,6 +33,7 @@ TEST_IMAGE_FILE = "test-volume.tif"  # challenge test slices, no labels
 INTERIOR_VALUE = 255
 CLASS_NAMES = ["membrane", "interior"]  # class index 0 and 1
 INTERIOR_CLASS = 1
+SPACING = (0.05, 0.004, 0.004)  # voxel size (z, y, x) in micrometres: 50 nm sections, 4 nm pixels
 DEFAULT_SPLIT: dict[str, list[int]] = {
     "train": list(range(0, 22)),
     "validation": list(range(22, 25)),
@@ -135,8 +136,8 @@ def convert_isbi2012_hdf5(h5_path: str | Path, root: str | Path) -> tuple[Path, 
         raise VolumeError(f"{h5_path}: '{ISBI2012_RAW_KEY}' has type {raw.dtype}, expected uint8 EM slices")
     interior = interior_from_membrane_labels(labels, f"{h5_path}:{ISBI2012_LABEL_KEY}")
     image_path, label_path = root / IMAGE_FILE, root / LABEL_FILE
-    write_volume(image_path, raw, "tiff", "uint8")  # atomic: written to .part, then renamed
-    write_volume(label_path, interior, "tiff", "uint8")
+    write_volume(image_path, raw, "tiff", "uint8", SPACING)  # atomic: written to .part, then renamed
+    write_volume(label_path, interior, "tiff", "uint8", SPACING)
     logger.info("wrote %s and %s (%d slices of %dx%d)", image_path, label_path, *raw.shape)
     return image_path, label_path
 

@@ -293,6 +293,8 @@ class TrainingRun:
                            started=record.get("started", now()), max_epochs=engine.state.max_epochs,
                            network=self.network, **self.extra)
         self._owns_folder = True
+        logger.info("run %s: %d epochs, outputs in %s%s", self.folder.name, engine.state.max_epochs, self.folder.path,
+                    f", tracked in MLflow at {self.tracking_uri}" if self.tracking_uri else "")
         if record.get("mlflow_run_id") and self.tracking_uri:
             _set_mlflow_status(self.tracking_uri, record["mlflow_run_id"], RUNNING)  # the tracker continues it
         self._last_save = time.monotonic()

@@ -10,6 +10,8 @@ from emseg.io.readers import (
     open_slices,
     read_image,
     read_volume,
+    tiff_spacing,
+    volume_spacing,
 )
 from emseg.io.source import SliceSource, VolumeError, natural_key
 from emseg.io.writers import FORMATS, WRITERS, StackWriter, stack_writer, write_volume
@@ -29,6 +31,8 @@ __all__ = [
     "read_image",
     "read_volume",
     "stack_writer",
+    "tiff_spacing",
+    "volume_spacing",
     "write_ome_zarr",
     "write_volume",
     "zarr_spacing",

@@ -213,6 +213,40 @@ def _open_nifti(path: Path, key: str | None) -> SliceSource:
     return SliceSource(path, shape[2], (shape[1], shape[0]), read)
 
 
+MICROMETRES = {"um": 1.0, "micron": 1.0, "microns": 1.0, "\u00b5m": 1.0, "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
+def tiff_spacing(path: str | Path) -> tuple[float, float, float] | None:
+    """Voxel size (z, y, x) in micrometres that a TIFF states (ImageJ's ``unit`` and ``spacing`` with the
+    resolution tags, or tifffile's shaped metadata as emseg writes it), None where it states none."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            metadata = tif.imagej_metadata or (tif.shaped_metadata[0] if tif.is_shaped else None) or {}
+            resolution = tif.pages[0].resolution
+    except Exception as err:
+        raise VolumeError(f"{path}: not a readable TIFF file ({err})") from err
+    scale = MICROMETRES.get(str(metadata.get("unit", "")).strip())
+    if scale is None or not all(resolution):
+        return None
+    z = float(metadata.get("spacing", 1.0))
+    return (z * scale, scale / resolution[1], scale / resolution[0])
+
+
+def volume_spacing(path: str | Path) -> tuple[float, ...] | None:
+    """Voxel size (z, y, x) in micrometres stated by the volume at ``path`` (OME-Zarr, ImageJ or emseg TIFF), None
+    where the format or the file states none."""
+    from emseg.io.zarr_volumes import is_zarr_store, zarr_spacing
+
+    path = Path(path)
+    if is_zarr_store(path):
+        return zarr_spacing(path)
+    if suffix(path) in (".tif", ".tiff") and path.is_file():
+        return tiff_spacing(path)
+    return None
+
+
 READERS: dict[str, Callable[[Path, str | None], SliceSource]] = {
     ".tif": _open_tiff,
     ".tiff": _open_tiff,

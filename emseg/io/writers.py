@@ -23,6 +23,7 @@ import gzip
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,16 +45,19 @@ class StackWriter:
 
     Every writer takes the same arguments: the output ``path``, the pixel ``dtype`` (float32 or
     uint8), the slice ``shape`` (H, W) and ``count`` where known, the voxel ``spacing`` (z, y, x),
-    and ``overwrite`` (replace an existing output of the same kind).
+    ``overwrite`` (replace an existing output of the same kind) and, for class maps, a ``palette`` ((256, 3)
+    uint8 colours by value: an ImageJ LUT in TIFF, a palette in PNG; the values stay class indices).
     """
 
     def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
-                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False,
+                 palette: np.ndarray | None = None) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
         self.shape, self.expected = (tuple(shape) if shape is not None else None), count
         self.spacing = [float(s) for s in spacing]
         self.dtype = np.dtype(dtype)
+        self.palette = None if palette is None else np.asarray(palette, np.uint8)
         if self.dtype not in DTYPES:
             raise VolumeError(f"{self.path}: stacks are written as float32, uint8 or uint32 (labels), not {self.dtype}")
         self.count = 0
@@ -141,21 +145,75 @@ class StackWriter:
 
 
 class TiffStackWriter(StackWriter):
-    """Multipage TIFF; a 3-D slice (C, H, W) makes a (Z, C, H, W) stack."""
+    """An ImageJ hyperstack that Fiji opens with its pixel size: (Z, Y, X), or (Z, C, Y, X) for (C, H, W) slices,
+    the y/x pixel size and z spacing in micrometres, a LUT for class maps (``palette``). Written as the slices come
+    into a memory map of the final file, so ``shape`` and ``count`` must be known.
 
-    def _open(self, partial: Path) -> None:
-        import tifffile
+    ImageJ has no 32-bit integer type: uint32 labels are written as a uint16 hyperstack when the largest label
+    fits (labels stay exact integers, for Fiji and napari alike), else as a plain uint32 TIFF with the same
+    metadata, which Fiji opens as 32-bit without the pixel size."""
 
+    def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False,
+                 palette: np.ndarray | None = None) -> None:
+        super().__init__(path, dtype, shape, count, spacing, overwrite, palette)
         if self.path.suffix.lower() not in (".tif", ".tiff"):
             raise VolumeError(f"{self.path}: a TIFF stack needs a .tif name")
-        self._tif = tifffile.TiffWriter(partial)
+        if len(self.spacing) != 3:
+            raise VolumeError(f"{self.path}: spacing must be (z, y, x), got {list(spacing)}")
+        if self.shape is None or count is None:
+            raise ValueError(f"{self.path}: a TIFF writer needs the slice shape and count")
+
+    def _open(self, partial: Path) -> None:
+        _remove_partial(partial)  # our own leftover of an interrupted run
+        self._partial, self._stack, self._largest = partial, None, 0
+
+    def _create(self, partial: Path, channels: tuple[int, ...], dtype: np.dtype) -> np.memmap:
+        import tifffile
+
+        imagej = dtype != np.uint32
+        metadata = {"axes": "ZCYX" if channels else "ZYX", "spacing": self.spacing[0], "unit": "um"}
+        if self.palette is not None and imagej:
+            metadata["LUTs"] = [np.ascontiguousarray(self.palette.T)]
+        with warnings.catch_warnings():  # files above 4 GiB are ImageJ's own "truncated" form, which it reads
+            warnings.filterwarnings("ignore", "truncating ImageJ file")
+            return tifffile.memmap(partial, shape=(self.expected, *channels, *self.shape), dtype=dtype,
+                                   imagej=imagej, metadata=metadata,
+                                   resolution=(1 / self.spacing[2], 1 / self.spacing[1]))
 
     def _write(self, image: np.ndarray) -> None:
-        axes = "ZYX" if image.ndim == 2 else "ZCYX"
-        self._tif.write(image, contiguous=True, metadata={"axes": axes})
+        if self._stack is None:
+            channels = image.shape[:-2]
+            if image.shape[-2:] != self.shape or len(channels) > 1:
+                raise VolumeError(f"{self.path}: slice of shape {image.shape}, expected {self.shape} or (C, *shape)")
+            self._stack = self._create(self._partial, channels, self.dtype)
+        if image.shape != self._stack.shape[1:]:
+            raise VolumeError(f"{self.path}: slice of shape {image.shape}, the stack's is {self._stack.shape[1:]}")
+        if self.count >= self.expected:
+            raise VolumeError(f"{self.path}: more than the {self.expected} declared slices")
+        self._stack[self.count] = image
+        if image.size and self.dtype == np.uint32:
+            self._largest = max(self._largest, int(image.max()))
 
     def _close(self) -> None:
-        self._tif.close()
+        if self._stack is None:
+            raise VolumeError(f"{self.path}: no slices written")
+        self._stack.flush()
+        stack, self._stack = self._stack, None
+        if self.count != self.expected:
+            raise VolumeError(f"{self.path}: {self.count} slices written, {self.expected} declared")
+        if self.dtype == np.uint32 and self._largest <= np.iinfo(np.uint16).max:
+            narrow = self._partial.with_name(self._partial.name + ".uint16")
+            labels = self._create(narrow, stack.shape[1:-2], np.dtype(np.uint16))
+            for index in range(len(stack)):
+                labels[index] = stack[index]
+            labels.flush()
+            del labels, stack
+            os.replace(narrow, self._partial)
+
+    def _discard(self, partial: Path) -> None:
+        _remove_partial(partial.with_name(partial.name + ".uint16"))
+        _remove_partial(partial)
 
 
 SLICE_PREFIX = "slice_"
@@ -206,23 +264,28 @@ class PngFolderWriter(StackWriter):
                 f"slices: choose an empty or new output folder")
 
     def __init__(self, path: str | Path, dtype: str = "uint8", shape: Sequence[int] | None = None,
-                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
-        super().__init__(path, "uint8", shape, count, spacing, overwrite)
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False,
+                 palette: np.ndarray | None = None) -> None:
+        super().__init__(path, "uint8", shape, count, spacing, overwrite, palette)
 
     def _write(self, image: np.ndarray) -> None:
         from PIL import Image
 
         if image.ndim != 2:
             raise VolumeError(f"{self.path}: PNG slices are 2-D, got shape {image.shape}")
-        Image.fromarray(image).save(self._folder / f"{self.prefix}{self.count:04d}.png")
+        picture = Image.fromarray(image)
+        if self.palette is not None:
+            picture.putpalette(self.palette.reshape(-1).tolist())
+        picture.save(self._folder / f"{self.prefix}{self.count:04d}.png")
 
 
 class NiftiWriter(StackWriter):
     """A ``.nii`` (or ``.nii.gz``) of ``count`` slices of ``shape`` (H, W), written as the slices come."""
 
     def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
-                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
-        super().__init__(path, dtype, shape, count, spacing, overwrite)
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False,
+                 palette: np.ndarray | None = None) -> None:
+        super().__init__(path, dtype, shape, count, spacing, overwrite, palette)
         if not self.path.name.endswith((".nii", ".nii.gz")):
             raise VolumeError(f"{self.path}: a NIfTI volume needs a .nii or .nii.gz name")
         if len(self.spacing) != 3:
@@ -265,8 +328,9 @@ class OmeZarrWriter(StackWriter):
     chunk = 256
 
     def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
-                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False) -> None:
-        super().__init__(path, dtype, shape, count, spacing, overwrite)
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False,
+                 palette: np.ndarray | None = None) -> None:
+        super().__init__(path, dtype, shape, count, spacing, overwrite, palette)
         if self.path.suffix != ".zarr":
             raise VolumeError(f"{self.path}: an OME-Zarr image is a folder named *.zarr; choose such a name")
         if len(self.spacing) != 3:
@@ -318,11 +382,11 @@ FORMATS = tuple(WRITERS)
 
 def stack_writer(output_format: str, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
                  count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                 overwrite: bool = False) -> StackWriter:
+                 overwrite: bool = False, palette: np.ndarray | None = None) -> StackWriter:
     """The writer registered for ``output_format`` (one of :data:`FORMATS`)."""
     if output_format not in WRITERS:
         raise ValueError(f"output_format must be one of {FORMATS}, got {output_format!r}")
-    return WRITERS[output_format](path, dtype, shape, count, spacing, overwrite)
+    return WRITERS[output_format](path, dtype, shape, count, spacing, overwrite, palette)
 
 
 def format_for_path(path: str | Path) -> str:
