@@ -101,6 +101,56 @@ def test_training_writes_checkpoint_and_finished_mlflow_run(trained, elsewhere):
             "val_mean_dice"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "model_best.pt", "metrics.csv", "validation_overlay.png"} <= artifacts
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "iteration/train_loss")] == [1, 2, 3, 4]
+    overlays = [a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
+    assert sorted(Path(a).name.split("+")[:3] for a in overlays) == [["validation_overlay", "step", "1"],
+                                                                      ["validation_overlay", "step", "2"]]
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert run.data.tags["emseg.bundle_version"] == metadata["version"] and run.data.tags["emseg.version"]
+
+
+def test_training_logs_its_data_as_mlflow_inputs(trained, isbi_dir):
+    """The training and validation slices as MLflow dataset inputs, each with the digest of what the model saw."""
+    from emseg.data import datalist
+    from emseg.engine.tracking import dataset_digest
+
+    project, name = trained
+    _, runs = mlflow_runs(project, f"emseg-{name}")
+    (run,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") is None and r.info.run_name.startswith(name)]
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation"} and {d.name for d in inputs.values()} == {"isbi2012"}
+    for context, part in (("training", "train"), ("validation", "validation")):
+        items = datalist("isbi2012", isbi_dir, part, None, None, None, 128, [1, 1], False, [64, 64] if part == "train" else None)
+        assert inputs[context].digest == dataset_digest(items) and json.loads(inputs[context].profile)["slices"] == len(items)
+
+
+def test_promoted_model_is_a_registered_version_that_predicts_like_the_bundle(trained, elsewhere, isbi_dir, tmp_path):
+    """The registry's version names its run and score, and the model it loads gives the bundle's probabilities."""
+    import mlflow
+    import torch
+    from monai.transforms import NormalizeIntensity
+
+    project, name = trained
+    sidecar = json.loads((project / "bundles" / name / "models" / "model.json").read_text())
+    client, _ = mlflow_runs(project, f"emseg-{name}")
+    version = client.get_model_version(f"emseg-{name}", sidecar["model_version"])
+    assert version.run_id == sidecar["mlflow_run_id"] and version.tags["emseg.run_name"] == sidecar["run_name"]
+    assert float(version.tags["emseg.value"]) == pytest.approx(sidecar["value"])
+    assert version.tags["emseg.weights_sha256"] == sidecar["weights_sha256"]
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pytorch.load_model(f"models:/emseg-{name}/{sidecar['model_version']}")
+    info = mlflow.models.get_model_info(f"models:/emseg-{name}/{sidecar['model_version']}")
+    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 1, -1, -1)
+    patch = tifffile.imread(isbi_dir / "test-volume.tif", key=0)[:64, :64]
+    tifffile.imwrite(tmp_path / "patch.tif", patch)
+    monai_bundle("run", "--config_file", config(project, name, "inference.json"), "--amp", "False",
+                 "--channels_last", "False", *overrides(input_path=str(tmp_path / "patch.tif"),
+                                                        output_path=str(tmp_path / "bundle.tif")), cwd=elsewhere)
+    x = NormalizeIntensity()(torch.as_tensor(patch, dtype=torch.float32)[None])[None]
+    with torch.inference_mode():
+        logits = model.eval()(x)
+    registry = torch.softmax(logits[-1] if isinstance(logits, (list, tuple)) else logits, dim=1)[0, 1].numpy()
+    np.testing.assert_allclose(registry, tifffile.imread(tmp_path / "bundle.tif"), atol=1e-5)
 
 
 def test_evaluate_scores_the_test_split(trained, elsewhere, isbi_dir):
@@ -127,6 +177,10 @@ def test_evaluate_scores_the_test_split(trained, elsewhere, isbi_dir):
     assert training.data.metrics["test_v_rand"] == pytest.approx(summary["v_rand"])  # visible from the training run
     evaluation = json.loads((eval_dir / "evaluation.json").read_text())
     assert evaluation["weights"]["sha256"] == sidecar["weights_sha256"] and evaluation["eval_split"] == "test"
+    assert run.data.params["weights_sha256"] == sidecar["weights_sha256"]  # not a path the next training overwrites
+    assert run.data.params["model_version"] == sidecar["model_version"]
+    (test_input,) = run.inputs.dataset_inputs
+    assert {t.key: t.value for t in test_input.tags}["mlflow.data.context"] == "test"
     assert list(elsewhere.iterdir()) == []
 
 

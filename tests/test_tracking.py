@@ -1,4 +1,4 @@
-"""MLflow tracking: unique run names, FINISHED on success, FAILED when the engine raises."""
+"""MLflow tracking: unique run names, FINISHED on success, FAILED when the engine raises, what made a run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from emseg.engine.tracking import (
     EXPERIMENT_KIND_TAG,
     MLflowTracker,
     default_tracking_uri,
+    source_tags,
     unique_run_name,
 )
 
@@ -96,3 +97,23 @@ def test_every_iteration_metric_is_logged_with_its_step_in_batches(tmp_path, mon
     logged = 249 if fails else 260
     assert sorted((m.step, m.value) for m in history) == [(i, float(i)) for i in range(1, logged + 1)]
     assert sum(1 for n in writes if n > 1) <= 5 and len([n for n in writes if n]) < logged // 20
+
+
+def test_source_tags_name_the_commit_and_whether_files_differ(tmp_path):
+    import json
+    import subprocess
+
+    bundle = tmp_path / "bundles" / "unet"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "1.2.3"}))
+    assert "mlflow.source.git.commit" not in source_tags(tmp_path, bundle)  # not a git work tree: no commit
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    tags = source_tags(tmp_path, bundle)
+    assert tags["mlflow.source.git.commit"] == head and tags["emseg.git_dirty"] == "false"
+    assert tags["emseg.bundle_version"] == "1.2.3" and tags["emseg.version"]
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "1.2.4"}))
+    assert source_tags(tmp_path, bundle)["emseg.git_dirty"] == "true"

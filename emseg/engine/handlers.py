@@ -20,15 +20,18 @@ def _to_numpy(x) -> np.ndarray:
 class ValidationOverlay:
     """Save an overlay of the first validation slice's prediction at the end of each evaluation.
 
-    Writes ``output_dir/overlays/epoch_NNN.png`` and keeps the latest as ``output_dir/validation_overlay.png``:
+    Writes ``output_dir/overlays/epoch_NNN.png`` and keeps the latest as ``output_dir/validation_overlay.png``
+    (and, given ``tracking_uri`` and a training ``run_dir``, logs it as an MLflow image at the epoch's step):
     image, predicted and true classes in colour, errors in red (:func:`emseg.visualize.class_overlay_image`).
     Expects one-hot ``pred``/``label`` as the bundles' postprocessing gives; ``hidden_class`` is left grey.
     """
 
-    def __init__(self, output_dir: str, hidden_class: int = 0, image_key: str = "image") -> None:
+    def __init__(self, output_dir: str, hidden_class: int = 0, image_key: str = "image",
+                 tracking_uri: str | None = None, run_dir: str | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.hidden_class = hidden_class
         self.image_key = image_key
+        self.tracking_uri, self.run_dir = tracking_uri, run_dir
         self._sample: dict | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -54,6 +57,20 @@ class ValidationOverlay:
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(target)
         shutil.copyfile(target, self.output_dir / "validation_overlay.png")
+        self._log_image(picture, engine.state.epoch)
+
+    def _log_image(self, picture: np.ndarray, epoch: int) -> None:
+        """The overlay as an MLflow image of the training run (``run_dir``'s), at step ``epoch``: the UI's image
+        grid shows it per epoch."""
+        if not (self.tracking_uri and self.run_dir):
+            return
+        from mlflow import MlflowClient
+
+        from emseg.engine.runs import RunFolder
+
+        run_id = RunFolder(self.run_dir).record().get("mlflow_run_id")
+        if run_id:
+            MlflowClient(self.tracking_uri).log_image(run_id, picture, key="validation_overlay", step=int(epoch))
 
     def picture(self, sample: dict) -> np.ndarray:
         """The RGB overlay of one sample (``image``, one-hot ``pred`` and ``label``)."""

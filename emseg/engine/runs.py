@@ -393,10 +393,24 @@ class TrainingRun:
         promote(self.folder.path, self.models_dir, record)
 
 
-def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None = None) -> Path:
+def _register(record: Mapping, sidecar: Mapping, weights: Path, models_dir: Path) -> dict:
+    """Register the promoted weights in MLflow (:func:`emseg.engine.registry.register_model`); a registry that
+    cannot be reached leaves the promotion done and says so."""
+    from emseg.engine.registry import register_model
+
+    try:
+        return register_model({**record, **sidecar}, weights, models_dir.parent.name)
+    except Exception as err:  # the model is promoted on disk either way; the registry is a copy of the record
+        logger.warning("promoted, but not registered in MLflow (%s: %s); register it later with 'emseg bundle "
+                       "promote %s --run_name %s'", type(err).__name__, err, models_dir.parent, sidecar["run_name"])
+        return {}
+
+
+def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None = None, register: bool = True) -> Path:
     """Make the best model of the finished run in ``run_dir`` the bundle's model: ``models/model.pt`` and its
-    sidecar ``models/model.json``, each replaced atomically. Refuses a run that did not finish or whose best score
-    is not finite."""
+    sidecar ``models/model.json``, each replaced atomically, and (``register``, when the run was tracked) a new
+    version of the MLflow registered model ``emseg-<bundle>`` whose name and version go into the sidecar. Refuses a
+    run that did not finish or whose best score is not finite."""
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         runs = sorted(p.parent.name for p in folder.path.parent.glob(f"*/{RECORD}"))
@@ -424,6 +438,8 @@ def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None 
         "promoted": now(),
         **{k: record[k] for k in ("network", "config_digest", "dataset", "split", "class_names") if k in record},
     }
+    if register and sidecar["mlflow_run_id"] and sidecar["tracking_uri"]:
+        sidecar.update(_register(record, sidecar, weights, models_dir))
     write_text_atomically(models_dir / SIDECAR, json.dumps(sidecar, indent=2) + "\n")
     logger.info("promoted run %s (%s %.4f at epoch %s) to %s", folder.name, best.get("metric"), best.get("value"),
                 best.get("epoch"), target)

@@ -10,14 +10,18 @@ model-development view.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import secrets
+import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 from monai.utils import path_to_sqlite_uri
@@ -80,6 +84,56 @@ def running_bundle_config() -> dict | None:
     return None if workflow is None else workflow.parser.get()
 
 
+def dataset_digest(items: Sequence[Mapping]) -> str:
+    """sha256 (first 16 hex digits) of a datalist as the model sees it: each item's name, image and label."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(str(item.get("name", "")).encode())
+        for key in ("image", "label"):
+            if key in item:
+                value = item[key]
+                digest.update(np.ascontiguousarray(value).tobytes() if not isinstance(value, str) else value.encode())
+    return digest.hexdigest()[:16]
+
+
+def dataset_input(name: str, source: str | Path, items: Sequence[Mapping], context: str, split: str | None = None):
+    """An MLflow dataset input: the data set ``name`` at ``source``, the digest of ``items`` (its ``split`` part
+    used as ``context``: training, validation, test)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=str(name), digest=dataset_digest(items), source_type="local",
+                      source=json.dumps({"uri": str(source)}), profile=json.dumps({"slices": len(items)}))
+    tags = [InputTag("mlflow.data.context", context)] + ([InputTag("split", str(split))] if split else [])
+    return DatasetInput(dataset, tags)
+
+
+def git_commit(folder: str | Path) -> tuple[str, bool] | None:
+    """The commit checked out in ``folder``'s git work tree and whether files differ from it; None outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+
+    try:
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def source_tags(project_root: str | Path, bundle_root: str | Path) -> dict[str, str]:
+    """Tags that say what made a run: emseg's version, the bundle's version (its metadata.json) and the git
+    commit of the project (MLflow's own ``mlflow.source.git.commit``, shown in the UI), with ``emseg.git_dirty``."""
+    from emseg.engine.registry import emseg_version
+
+    tags = {"emseg.version": emseg_version()}
+    metadata = Path(bundle_root) / "configs" / "metadata.json"
+    if metadata.is_file():
+        tags["emseg.bundle_version"] = str(json.loads(metadata.read_text()).get("version"))
+    commit = git_commit(project_root)
+    if commit is not None:
+        tags["mlflow.source.git.commit"], tags["emseg.git_dirty"] = commit[0], str(commit[1]).lower()
+    return tags
+
+
 ITERATION_BATCH = 100  # per-iteration metrics logged together (MLflow takes up to 1000 per call)
 
 
@@ -94,17 +148,22 @@ class MLflowTracker(MLFlowHandler):
         parent_run_id: the MLflow run this one derives from (an evaluation's training run): this run is tagged as
             its child, and at the end this run's metrics are logged to the parent too, prefixed by
             ``parent_prefix`` (e.g. ``test_v_rand`` on the training run).
+        datasets: data the run uses, each ``{"name", "source", "items", "context", "split"}`` (see
+            :func:`dataset_input`), logged as MLflow dataset inputs when the run starts.
+        tags: more run tags (:func:`source_tags`: versions and git commit).
         All other arguments are those of ``monai.handlers.MLFlowHandler``.
     """
 
     def __init__(self, *args: Any, config_path: str | None = None, run_dir: str | None = None,
-                 parent_run_id: str | None = None, parent_prefix: str = "", **kwargs: Any) -> None:
+                 parent_run_id: str | None = None, parent_prefix: str = "", datasets: Sequence[Mapping] = (),
+                 tags: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         tracking_uri = kwargs.get("tracking_uri") or (args[0] if args else None)
         if tracking_uri:
             prepare_store(tracking_uri)
         super().__init__(*args, **kwargs)
         self.config_path, self.run_dir = config_path, run_dir
         self.parent_run_id, self.parent_prefix = parent_run_id, parent_prefix
+        self.datasets, self.tags = list(datasets), dict(tags or {})
         self._pending: list = []  # per-iteration metrics, logged in batches
         self._in_iteration = False
 
@@ -125,6 +184,10 @@ class MLflowTracker(MLFlowHandler):
             RunFolder(self.run_dir).update(mlflow_run_id=run_id, tracking_uri=self.client.tracking_uri)
         if self.parent_run_id:
             self.client.set_tag(run_id, "mlflow.parentRunId", self.parent_run_id)
+        for key, value in self.tags.items():
+            self.client.set_tag(run_id, key, value)
+        if self.datasets and engine.state.epoch == 0:  # a resumed run has them already
+            self.client.log_inputs(run_id, datasets=[dataset_input(**spec) for spec in self.datasets])
         if self.config_path and engine.state.epoch == 0:
             config = running_bundle_config()
             if config is not None:
