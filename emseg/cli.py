@@ -11,6 +11,7 @@
     emseg bundle promote bundles/unet --run_name unet-20261122-101500-0a1b2c3d
     emseg bundle pack bundles/unet [--run_name NAME] [--output DIR]
     emseg bundle verify unet_v0.2.0.zip
+    emseg bundle export-bioimageio bundles/unet unet.bioimageio.zip [--image STACK] [--test]
 """
 
 from __future__ import annotations
@@ -203,6 +204,16 @@ def _bundle_pack(args: argparse.Namespace) -> int:
     path = pack_bundle(args.bundle, args.output, run_name=args.run_name, weights=args.weights,
                        overrides=_set_values(args.set))
     print(f"packed {args.bundle} into {path}")
+    return 0
+
+
+def _bundle_export_bioimageio(args: argparse.Namespace) -> int:
+    from emseg.bundle.bioimageio import export_bioimageio, run_model_test, validate_package
+
+    path = export_bioimageio(args.bundle, args.output, args.image, args.dataset_dir, args.overwrite)
+    print(f"{path}: bioimage.io model package, {validate_package(path)} by bioimageio.spec")
+    if args.test:
+        print(f"{path}: {run_model_test(path)} bioimageio.core's model test")
     return 0
 
 
@@ -401,6 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="config key to set in the packed configs, e.g. features=[8,8,16,32,64,8] (repeatable)")
     pack.set_defaults(func=_bundle_pack)
+    export = bundle.add_parser("export-bioimageio", help="a bioimage.io model package of the promoted model "
+                                                         "(ilastik, deepImageJ in Fiji, napari, QuPath)")
+    export.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
+    export.add_argument("output", help="the package to write, NAME.zip")
+    export.add_argument("--image", default=None, help="a stack whose first slice makes the test tensors and cover "
+                                                      "(default: the data set's test images)")
+    export.add_argument("--dataset_dir", default=None, help="where the data set is (default: the project's data/)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing package file")
+    export.add_argument("--test", action="store_true", help="also run bioimageio.core's model test on the package")
+    export.set_defaults(func=_bundle_export_bioimageio)
     promote = bundle.add_parser("promote", help="make a finished run's best model the bundle's models/model.pt")
     promote.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
     promote.add_argument("--run_name", required=True, help="the run (a folder under the bundle's runs/)")

@@ -211,3 +211,53 @@ def test_packed_bundle_runs_with_monai_alone(packed, trained_unet, isbi_dir, tmp
     np.testing.assert_allclose(packed_output, repo_output, atol=1e-4)
     assert tiff_spacing(tmp_path / "packed.tif") == tiff_spacing(tmp_path / "repo.tif") == pytest.approx(
         (0.05, 0.004, 0.004))  # the two paths write the same ImageJ metadata
+
+
+def _emseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emseg.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_bioimageio_package_validates_and_passes_the_core_test(trained_unet, isbi_dir, tmp_path):
+    """The export of a tiny trained U-Net: bioimageio.spec validates it, bioimageio.core's model test passes (both
+    weight formats reproduce the test output and run at other sizes), and it says which run made it."""
+    import yaml
+
+    from emseg.bundle.bioimageio import validate_package
+
+    bundle = trained_unet / "bundles" / "unet"
+    package = tmp_path / "unet.bioimageio.zip"
+    done = _emseg("bundle", "export-bioimageio", str(bundle), str(package), "--dataset_dir", str(isbi_dir), "--test",
+                  cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "passed bioimageio.core's model test" in done.stdout
+    assert validate_package(package) in ("valid-format", "passed")
+    with zipfile.ZipFile(package) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+        test_input = np.load(archive.open("test_input.npy"))
+        assert {"cover.png", "README.md", "weights.pt", "weights.torchscript.pt"} <= set(archive.namelist())
+    sidecar = json.loads((bundle / "models" / "model.json").read_text())
+    assert rdf["config"]["emseg"]["run_name"] == sidecar["run_name"]
+    assert rdf["config"]["emseg"]["weights_sha256"] == sidecar["weights_sha256"]
+    assert rdf["config"]["emseg"]["model_version"] == sidecar["model_version"]  # the MLflow registry's version
+    assert [axis.get("scale") for axis in rdf["inputs"][0]["axes"][2:]] == [0.004, 0.004]  # micrometres per pixel
+    assert [c["doi"] for c in rdf["cite"] if "doi" in c][:1] == ["10.1007/978-3-319-24574-4_28"]
+    first = tifffile.imread(isbi_dir / "test-volume.tif", key=0)
+    np.testing.assert_array_equal(test_input[0, 0], first[128:384, 128:384])  # a real slice, centre crop
+
+
+def test_bioimageio_export_refuses_bad_requests(trained_unet, isbi_dir, tmp_path):
+    bundle = trained_unet / "bundles" / "unet"
+    existing = tmp_path / "taken.zip"
+    existing.write_bytes(b"someone's file")
+    untrained = copy_bundles(tmp_path / "untrained", ["unet"]) / "bundles" / "unet"
+    for args, message in (
+        ([str(bundle), str(existing)], "taken.zip: exists; choose another name or pass --overwrite"),
+        ([str(bundle), str(tmp_path / "model.yaml")], "model.yaml: a bioimage.io package is a .zip"),
+        ([str(untrained), str(tmp_path / "u.zip")], "models/model.pt: missing, cannot export"),
+        ([str(bundle), str(tmp_path / "u.zip"), "--image", str(tmp_path / "none.tif")], "none.tif: no such file"),
+    ):
+        done = _emseg("bundle", "export-bioimageio", *args, "--dataset_dir", str(isbi_dir), cwd=tmp_path)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode != 0 and message in last, done.stderr
+    assert existing.read_bytes() == b"someone's file" and not (tmp_path / "u.zip").exists()
