@@ -208,7 +208,11 @@ def _bundle_pack(args: argparse.Namespace) -> int:
 
 
 def _bundle_export_bioimageio(args: argparse.Namespace) -> int:
-    from emseg.bundle.bioimageio import export_bioimageio, run_model_test, validate_package
+    from emseg.bundle.bioimageio import (
+        export_bioimageio,
+        run_model_test,
+        validate_package,
+    )
 
     path = export_bioimageio(args.bundle, args.output, args.image, args.dataset_dir, args.overwrite)
     print(f"{path}: bioimage.io model package, {validate_package(path)} by bioimageio.spec")
