@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import REPO_ROOT, copy_bundles, monai_bundle, overrides, train_bundle
+from conftest import (
+    REPO_ROOT,
+    config,
+    copy_bundles,
+    mlflow_runs,
+    monai_bundle,
+    overrides,
+    train_bundle,
+)
 
 from emseg.bundle.pack import BundleError, pack_bundle, verify_bundle
 from emseg.io import tiff_spacing
@@ -261,3 +269,32 @@ def test_bioimageio_export_refuses_bad_requests(trained_unet, isbi_dir, tmp_path
         last = done.stderr.strip().splitlines()[-1]
         assert done.returncode != 0 and message in last, done.stderr
     assert existing.read_bytes() == b"someone's file" and not (tmp_path / "u.zip").exists()
+
+
+def test_promoted_model_is_a_registered_version_that_predicts_like_the_bundle(trained_unet, isbi_dir, tmp_path):
+    """The registry's version names its run and score, and the model it loads gives the bundle's probabilities."""
+    import mlflow
+    import torch
+    from monai.transforms import NormalizeIntensity
+
+    project, name = trained_unet, "unet"
+    sidecar = json.loads((project / "bundles" / name / "models" / "model.json").read_text())
+    client, _ = mlflow_runs(project, f"emseg-{name}")
+    version = client.get_model_version(f"emseg-{name}", sidecar["model_version"])
+    assert version.run_id == sidecar["mlflow_run_id"] and version.tags["emseg.run_name"] == sidecar["run_name"]
+    assert float(version.tags["emseg.value"]) == pytest.approx(sidecar["value"])
+    assert version.tags["emseg.weights_sha256"] == sidecar["weights_sha256"]
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pytorch.load_model(f"models:/emseg-{name}/{sidecar['model_version']}")
+    info = mlflow.models.get_model_info(f"models:/emseg-{name}/{sidecar['model_version']}")
+    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 1, -1, -1)
+    patch = tifffile.imread(isbi_dir / "test-volume.tif", key=0)[:64, :64]
+    tifffile.imwrite(tmp_path / "patch.tif", patch)
+    monai_bundle("run", "--config_file", config(project, name, "inference.json"), "--amp", "False",
+                 "--channels_last", "False", *overrides(input_path=str(tmp_path / "patch.tif"),
+                                                        output_path=str(tmp_path / "bundle.tif")), cwd=tmp_path)
+    x = NormalizeIntensity()(torch.as_tensor(patch, dtype=torch.float32)[None])[None]
+    with torch.inference_mode():
+        logits = model.eval()(x)
+    registry = torch.softmax(logits[-1] if isinstance(logits, (list, tuple)) else logits, dim=1)[0, 1].numpy()
+    np.testing.assert_allclose(registry, tifffile.imread(tmp_path / "bundle.tif"), atol=1e-5)
