@@ -11,6 +11,7 @@ from emseg.engine.tracking import (
     EXPERIMENT_KIND_TAG,
     MLflowTracker,
     default_tracking_uri,
+    run_page,
     source_tags,
     unique_run_name,
 )
@@ -117,3 +118,9 @@ def test_source_tags_name_the_commit_and_whether_files_differ(tmp_path):
     assert tags["emseg.bundle_version"] == "1.2.3" and tags["emseg.version"]
     (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "1.2.4"}))
     assert source_tags(tmp_path, bundle)["emseg.git_dirty"] == "true"
+
+
+def test_run_page_opens_the_model_training_view():
+    """MLflow 3's UI reads its view from the workflowType URL parameter (its default is the GenAI view)."""
+    assert run_page("3", "abc") == "#/experiments/3/runs/abc?workflowType=machine_learning"
+    assert run_page("3") == "#/experiments/3?workflowType=machine_learning"

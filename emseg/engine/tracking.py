@@ -4,8 +4,9 @@ One local store at the project root (``sqlite:///<project>/mlruns.db``, artifact
 ``<project>/mlruns/``), one experiment per bundle, a unique run name per run.
 ``MLFLOW_TRACKING_URI`` overrides the store. :class:`MLflowTracker` extends MONAI's
 ``MLFlowHandler`` so that a run ends FAILED when its engine raises, the config as
-run is logged as an artifact, and the MLflow UI opens the experiment in its
-model-development view.
+run is logged as an artifact, the experiment is tagged as model development, and the run's
+data, versions and commit are recorded; a training logs the link that opens it in the MLflow
+UI's model-training view (:func:`run_page`).
 """
 
 from __future__ import annotations
@@ -134,6 +135,16 @@ def source_tags(project_root: str | Path, bundle_root: str | Path) -> dict[str, 
     return tags
 
 
+WORKFLOW = "machine_learning"  # the MLflow 3 UI's model-training view (its default is the GenAI view)
+
+
+def run_page(experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment (or run), in the model-training view: MLflow 3's UI picks the view from
+    the ``workflowType`` URL parameter (remembered afterwards), not from the experiment's tags."""
+    run = f"/runs/{run_id}" if run_id else ""
+    return f"#/experiments/{experiment_id}{run}?workflowType={WORKFLOW}"
+
+
 ITERATION_BATCH = 100  # per-iteration metrics logged together (MLflow takes up to 1000 per call)
 
 
@@ -186,6 +197,9 @@ class MLflowTracker(MLFlowHandler):
             self.client.set_tag(run_id, "mlflow.parentRunId", self.parent_run_id)
         for key, value in self.tags.items():
             self.client.set_tag(run_id, key, value)
+        if self.run_dir:
+            logger.info("MLflow run %s at %s; in the MLflow UI: %s", run_id, self.client.tracking_uri,
+                        run_page(self.cur_run.info.experiment_id, run_id))
         if self.datasets and engine.state.epoch == 0:  # a resumed run has them already
             self.client.log_inputs(run_id, datasets=[dataset_input(**spec) for spec in self.datasets])
         if self.config_path and engine.state.epoch == 0:
