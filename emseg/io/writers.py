@@ -2,13 +2,14 @@
 
 Chosen by name in inference.json (``output_format``):
 
-- ``tiff``: multipage TIFF, float32 (probabilities; the ISBI submission format) or uint8 (masks);
+- ``tiff``: an ImageJ hyperstack with the voxel ``spacing``, float32 (probabilities; the ISBI submission format),
+  uint8 (masks, with a colour table) or labels (uint16 when they fit, else plain uint32);
 - ``png``: a folder of uint8 PNG slices (``slice_0000.png``, ...);
 - ``nifti``: one ``.nii`` (or gzip-compressed ``.nii.gz``) file with the voxel ``spacing``
   (z, y, x) in micrometres (ISBI: 0.05, 0.004, 0.004); written as it goes, since NIfTI's on-disk
   order of an (x, y, z) image is the C order of emseg's (z, y, x) slices;
 - ``zarr``: an OME-Zarr image (``.zarr`` folder) with the voxel ``spacing``, for napari and Fiji;
-- ``tiff`` (or ``zarr``) with channels: a float32 (Z, C, H, W) stack of per-class probabilities.
+- ``tiff`` (or ``zarr``) with channels: a float32 (Z, C, H, W) hyperstack of per-class probabilities.
 
 Every writer writes to ``<name>.part`` and renames it when closed without error, so an
 interrupted run leaves no output that looks complete. An existing output is replaced only with
@@ -61,6 +62,13 @@ class StackWriter:
         if self.dtype not in DTYPES:
             raise VolumeError(f"{self.path}: stacks are written as float32, uint8 or uint32 (labels), not {self.dtype}")
         self.count = 0
+
+    def _require_geometry(self, kind: str) -> None:
+        """For writers that lay the whole volume out at the start: (z, y, x) ``spacing``, slice ``shape``, ``count``."""
+        if len(self.spacing) != 3:
+            raise VolumeError(f"{self.path}: spacing must be (z, y, x), got {self.spacing}")
+        if self.shape is None or self.expected is None:
+            raise ValueError(f"{self.path}: a {kind} writer needs the slice shape and count")
 
     def _check(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)
@@ -159,10 +167,7 @@ class TiffStackWriter(StackWriter):
         super().__init__(path, dtype, shape, count, spacing, overwrite, palette)
         if self.path.suffix.lower() not in (".tif", ".tiff"):
             raise VolumeError(f"{self.path}: a TIFF stack needs a .tif name")
-        if len(self.spacing) != 3:
-            raise VolumeError(f"{self.path}: spacing must be (z, y, x), got {list(spacing)}")
-        if self.shape is None or count is None:
-            raise ValueError(f"{self.path}: a TIFF writer needs the slice shape and count")
+        self._require_geometry("TIFF")
 
     def _open(self, partial: Path) -> None:
         _remove_partial(partial)  # our own leftover of an interrupted run
@@ -288,10 +293,7 @@ class NiftiWriter(StackWriter):
         super().__init__(path, dtype, shape, count, spacing, overwrite, palette)
         if not self.path.name.endswith((".nii", ".nii.gz")):
             raise VolumeError(f"{self.path}: a NIfTI volume needs a .nii or .nii.gz name")
-        if len(self.spacing) != 3:
-            raise VolumeError(f"{self.path}: spacing must be (z, y, x), got {list(spacing)}")
-        if self.shape is None or count is None:
-            raise ValueError(f"{self.path}: a NIfTI writer needs the slice shape and count")
+        self._require_geometry("NIfTI")
 
     def _open(self, partial: Path) -> None:
         import nibabel as nib
@@ -333,10 +335,7 @@ class OmeZarrWriter(StackWriter):
         super().__init__(path, dtype, shape, count, spacing, overwrite, palette)
         if self.path.suffix != ".zarr":
             raise VolumeError(f"{self.path}: an OME-Zarr image is a folder named *.zarr; choose such a name")
-        if len(self.spacing) != 3:
-            raise VolumeError(f"{self.path}: spacing must be (z, y, x), got {list(spacing)}")
-        if self.shape is None or count is None:
-            raise ValueError(f"{self.path}: an OME-Zarr writer needs the slice shape and count")
+        self._require_geometry("OME-Zarr")
 
     def _not_replaceable(self) -> str | None:
         return replace_problem(self.path)
