@@ -165,7 +165,10 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
     digest = sha256(weights)
     if record.get("weights_sha256", digest) != digest:
         raise BundleError(f"{weights}: models/model.json describes other weights; promote the run again")
-    dataset = record.get("dataset") or "isbi2012"
+    dataset = record.get("dataset")
+    if not dataset or not record.get("network"):
+        raise BundleError(f"{weights}: models/model.json does not say what the weights were trained as (data set, "
+                          f"network); promote the run that made them (emseg bundle promote)")
     class_names = list(record.get("class_names") or [])
     spacing = voxel_spacing(dataset)
     if image is None:
@@ -194,7 +197,6 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(_FinalOutput(network), normalised)
         traced.save(str(root / "weights.torchscript.pt"))
-        target = network_from_record(record, weights)
         kwargs = {k: v for k, v in dict(record["network"]).items() if not k.startswith("_")}
         space = dict(unit="micrometer")
         inputs = InputTensorDescr(
@@ -231,8 +233,8 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
             weights=WeightsDescr(
                 pytorch_state_dict=PytorchStateDictWeightsDescr(
                     source=root / "weights.pt", pytorch_version=pytorch_version,
-                    architecture=ArchitectureFromLibraryDescr(callable=type(target).__name__,
-                                                              import_from=type(target).__module__, kwargs=kwargs)),
+                    architecture=ArchitectureFromLibraryDescr(callable=type(network).__name__,
+                                                              import_from=type(network).__module__, kwargs=kwargs)),
                 torchscript=TorchscriptWeightsDescr(source=root / "weights.torchscript.pt", parent="pytorch_state_dict",
                                                     pytorch_version=pytorch_version)),
             config={"emseg": _plain({**origin, "eval_metrics": eval_metrics, "bundle": bundle_dir.name,
@@ -251,7 +253,7 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
 
 
 def _plain(value: Mapping) -> dict:
-    """JSON-plain values (no None keys' surprises, no numpy types) for the package's YAML."""
+    """``value`` as plain JSON types (numbers, strings, lists, dicts) for the package's YAML."""
     return json.loads(json.dumps(value, default=str))
 
 
