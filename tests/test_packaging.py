@@ -23,6 +23,7 @@ from conftest import (
 )
 
 from emseg.bundle.pack import BundleError, pack_bundle, verify_bundle
+from emseg.engine.registry import mlflow_store
 from emseg.io import tiff_spacing
 
 pytestmark = pytest.mark.slow
@@ -284,9 +285,9 @@ def test_promoted_model_is_a_registered_version_that_predicts_like_the_bundle(tr
     assert version.run_id == sidecar["mlflow_run_id"] and version.tags["emseg.run_name"] == sidecar["run_name"]
     assert float(version.tags["emseg.value"]) == pytest.approx(sidecar["value"])
     assert version.tags["emseg.weights_sha256"] == sidecar["weights_sha256"]
-    mlflow.set_tracking_uri(client.tracking_uri)
-    model = mlflow.pytorch.load_model(f"models:/emseg-{name}/{sidecar['model_version']}")
-    info = mlflow.models.get_model_info(f"models:/emseg-{name}/{sidecar['model_version']}")
+    with mlflow_store(client.tracking_uri):  # MLflow's fluent API, without changing this process's store
+        model = mlflow.pytorch.load_model(f"models:/emseg-{name}/{sidecar['model_version']}")
+        info = mlflow.models.get_model_info(f"models:/emseg-{name}/{sidecar['model_version']}")
     assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 1, -1, -1)
     patch = tifffile.imread(isbi_dir / "test-volume.tif", key=0)[:64, :64]
     tifffile.imwrite(tmp_path / "patch.tif", patch)

@@ -124,3 +124,21 @@ def test_run_page_opens_the_model_training_view():
     """MLflow 3's UI reads its view from the workflowType URL parameter (its default is the GenAI view)."""
     assert run_page("3", "abc") == "#/experiments/3/runs/abc?workflowType=machine_learning"
     assert run_page("3") == "#/experiments/3?workflowType=machine_learning"
+
+
+def test_mlflow_store_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):
+    """MLflow's fluent API writes the store into MLFLOW_TRACKING_URI, which MONAI's handler prefers to its own
+    argument: a block that borrows a store must put everything back (this once sent runs to the wrong store)."""
+    import os
+
+    from emseg.engine.registry import mlflow_store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    before = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{tmp_path}/other.db"
+    experiment = mlflow.MlflowClient(uri).create_experiment("borrowed")
+    with mlflow_store(uri, experiment):
+        assert os.environ["MLFLOW_TRACKING_URI"] == uri and mlflow.get_tracking_uri() == uri
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_EXPERIMENT_ID" not in os.environ
+    assert mlflow.get_tracking_uri() == before

@@ -9,8 +9,10 @@ bundle's probabilities. Loading it needs emseg installed (the network classes ar
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,32 @@ def _signature(network: torch.nn.Module) -> tuple:
     return signature, example
 
 
+@contextlib.contextmanager
+def mlflow_store(tracking_uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """MLflow's fluent API (``log_model``, ``load_model``) on ``tracking_uri`` (and ``experiment_id``) inside the
+    block only. MLflow keeps both as process state and in ``MLFLOW_TRACKING_URI``/``MLFLOW_EXPERIMENT_ID``, which
+    MONAI's handler and child processes read: all of it is put back afterwards."""
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    environment = {key: os.environ.get(key) for key in keys}
+    previous_uri, previous_experiment = mlflow.get_tracking_uri(), getattr(fluent, "_active_experiment_id", None)
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        if experiment_id is not None:
+            mlflow.set_experiment(experiment_id=experiment_id)
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        fluent._active_experiment_id = previous_experiment
+        for key, value in environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def register_model(record: Mapping, weights: str | Path, bundle_name: str) -> dict:
     """Log ``weights`` (the best model of the run described by ``record``) to its MLflow run and register it as a
     new version of ``emseg-<bundle_name>``; returns ``registered_model``, ``model_version`` and ``model_uri``."""
@@ -79,14 +107,13 @@ def register_model(record: Mapping, weights: str | Path, bundle_name: str) -> di
             "emseg.value": str(best.get("value")), "emseg.epoch": str(best.get("epoch")),
             "emseg.weights_sha256": str(record.get("weights_sha256", ""))}
     name = registered_name(bundle_name)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        client = mlflow.MlflowClient(tracking_uri)
-        # the logged model's artifacts go to the run's experiment (by default MLflow 3 uses the active one)
-        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+    client = mlflow.MlflowClient(tracking_uri)
+    # the logged model's artifacts go to the run's experiment (MLflow 3 puts them in the active one)
+    with mlflow_store(tracking_uri, client.get_run(run_id).info.experiment_id):
+        # pickle, not MLflow's default torch.export ("pt2"): that takes seconds and fixes the example's shape
         info = mlflow.pytorch.log_model(network, name="model", run_id=run_id, signature=signature,
-                                        input_example=example, registered_model_name=name, tags=tags, serialization_format="pickle",
+                                        input_example=example, registered_model_name=name, tags=tags,
+                                        serialization_format="pickle",
                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "monai",
                                                           f"emseg=={emseg_version()}"])
         version = str(info.registered_model_version)
@@ -95,7 +122,5 @@ def register_model(record: Mapping, weights: str | Path, bundle_name: str) -> di
         client.update_model_version(name, version, description=(
             f"best model of run {record.get('run_name')}: {best.get('metric')} {best.get('value')} at epoch "
             f"{best.get('epoch')}; input (N, 1, H, W) normalised per slice, output logits (N, C, H, W)"))
-    finally:
-        mlflow.set_tracking_uri(previous)
     logger.info("registered %s version %s (model %s)", name, version, info.model_uri)
     return {"registered_model": name, "model_version": version, "model_uri": info.model_uri}

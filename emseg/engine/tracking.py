@@ -145,6 +145,23 @@ def run_page(experiment_id: str, run_id: str | None = None) -> str:
     return f"#/experiments/{experiment_id}{run}?workflowType={WORKFLOW}"
 
 
+def _once_at_a_time(write, done, retry=None) -> None:
+    """``write`` to a store that other runs may write the same row to at the same moment (a shared server's
+    PostgreSQL refuses the second insert of an experiment tag or a data set): if it fails and ``done`` says the
+    row is there, that is success; else ``retry`` (the other writer has made the shared row now) or fail."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        write()
+    except MlflowException:
+        time.sleep(0.5)
+        if done():
+            return
+        if retry is None:
+            raise
+        retry()
+
+
 ITERATION_BATCH = 100  # per-iteration metrics logged together (MLflow takes up to 1000 per call)
 
 
@@ -190,7 +207,10 @@ class MLflowTracker(MLFlowHandler):
         super().start(engine)
         run_id = self.cur_run.info.run_id
         if self.experiment is not None and self.experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            self.client.set_experiment_tag(self.experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            experiment_id = self.experiment.experiment_id
+            _once_at_a_time(lambda: self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND),
+                            lambda: self.client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG)
+                            == EXPERIMENT_KIND)
         if self.run_dir:
             RunFolder(self.run_dir).update(mlflow_run_id=run_id, tracking_uri=self.client.tracking_uri)
         if self.parent_run_id:
@@ -201,7 +221,10 @@ class MLflowTracker(MLFlowHandler):
             logger.info("MLflow run %s at %s; in the MLflow UI: %s", run_id, self.client.tracking_uri,
                         run_page(self.cur_run.info.experiment_id, run_id))
         if self.datasets and engine.state.epoch == 0:  # a resumed run has them already
-            self.client.log_inputs(run_id, datasets=[dataset_input(**spec) for spec in self.datasets])
+            inputs = [dataset_input(**spec) for spec in self.datasets]
+            _once_at_a_time(lambda: self.client.log_inputs(run_id, datasets=inputs),
+                            lambda: len(self.client.get_run(run_id).inputs.dataset_inputs) >= len(inputs),
+                            retry=lambda: self.client.log_inputs(run_id, datasets=inputs))
         if self.config_path and engine.state.epoch == 0:
             config = running_bundle_config()
             if config is not None:
