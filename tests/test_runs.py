@@ -35,7 +35,7 @@ FEATURES = [8, 8, 16, 32, 64, 8]
 def tiny(isbi_dir: Path, **values) -> list[str]:
     settings = {"epoch_length": "2", "val_interval": "1", "batch_size": "2", "crops_per_slice": "2",
                 "patch_size": "[64,64]", "features": json.dumps(FEATURES), "download": "False",
-                "dataset_dir": str(isbi_dir), "checkpoint_interval": "0", **values}
+                "dataset_dir": str(isbi_dir), "checkpoint_interval": "0", "register_model": "False", **values}
     return overrides(**{k: str(v) for k, v in settings.items()})
 
 
@@ -113,6 +113,7 @@ def test_resume_after_kill_9_repeats_at_most_one_epoch(project, cwd, isbi_dir):
     assert {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")} == {1, 2, 3, 4, 5, 6}
     sidecar = json.loads((project / "bundles" / "unet" / "models" / "model.json").read_text())
     assert sidecar["run_name"] == "killed" and sidecar["network"]["features"] == FEATURES
+    assert "model_version" not in sidecar and not client.search_registered_models()  # --register_model False
 
 
 @pytest.mark.slow
@@ -157,7 +158,8 @@ def test_two_trainings_at_once_on_a_fresh_store(tmp_path, isbi_dir):
     import mlflow
 
     project = copy_bundles(tmp_path / "project", ["unet"])
-    processes = {name: start(project, tmp_path, [*tiny(isbi_dir, epochs=2, seed=seed), "--run_name", name])
+    processes = {name: start(project, tmp_path, [*tiny(isbi_dir, epochs=2, seed=seed, register_model=True),
+                                                 "--run_name", name])
                  for seed, name in enumerate(["seed0", "seed1"])}
     for name, process in processes.items():
         output = process.communicate(timeout=600)[0]
@@ -172,6 +174,9 @@ def test_two_trainings_at_once_on_a_fresh_store(tmp_path, isbi_dir):
         assert Path(artifact).read_bytes() == own.read_bytes()  # each run's artifact is its own weights
         weights[name] = torch.load(own, weights_only=True)
     assert not all(torch.equal(weights["seed0"][k], weights["seed1"][k]) for k in weights["seed0"])
+    versions = client.search_model_versions("name='emseg-unet'")  # both promotions registered, on one SQLite store
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert {v.run_id for v in versions} == {mlflow_run(project, name)[1].info.run_id for name in processes}
 
 
 def test_promotion_needs_a_finished_run_with_a_finite_score(tmp_path):

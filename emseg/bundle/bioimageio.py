@@ -117,32 +117,6 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
     under ``dataset_dir``, by default the project's ``data/`` folder). The zip is written beside ``output`` and
     renamed when complete; an existing ``output`` is replaced only with ``overwrite``.
     """
-    from bioimageio.spec import save_bioimageio_package
-    from bioimageio.spec.dataset.v0_3 import DatasetDescr
-    from bioimageio.spec.model.v0_5 import (
-        ArchitectureFromLibraryDescr,
-        Author,
-        BatchAxis,
-        ChannelAxis,
-        CiteEntry,
-        FileDescr,
-        InputTensorDescr,
-        IntervalOrRatioDataDescr,
-        ModelDescr,
-        OutputTensorDescr,
-        ParameterizedSize,
-        PytorchStateDictWeightsDescr,
-        SizeReference,
-        SoftmaxDescr,
-        SoftmaxKwargs,
-        SpaceInputAxis,
-        SpaceOutputAxis,
-        TorchscriptWeightsDescr,
-        WeightsDescr,
-        ZeroMeanUnitVarianceDescr,
-        ZeroMeanUnitVarianceKwargs,
-    )
-
     from emseg.bundle.paths import project_root
     from emseg.data import default_dataset_dir, get_dataset, test_images, voxel_spacing
     from emseg.engine.registry import network_from_record
@@ -185,6 +159,32 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
         class_names = [f"class{i}" for i in range(probabilities.shape[1])]
     eval_metrics, origin = provenance(bundle_dir, digest, record)
     interior = get_dataset(dataset).interior_class
+
+    from bioimageio.spec import save_bioimageio_package
+    from bioimageio.spec.dataset.v0_3 import DatasetDescr
+    from bioimageio.spec.model.v0_5 import (
+        ArchitectureFromLibraryDescr,
+        Author,
+        BatchAxis,
+        ChannelAxis,
+        CiteEntry,
+        FileDescr,
+        InputTensorDescr,
+        IntervalOrRatioDataDescr,
+        ModelDescr,
+        OutputTensorDescr,
+        ParameterizedSize,
+        PytorchStateDictWeightsDescr,
+        SizeReference,
+        SoftmaxDescr,
+        SoftmaxKwargs,
+        SpaceInputAxis,
+        SpaceOutputAxis,
+        TorchscriptWeightsDescr,
+        WeightsDescr,
+        ZeroMeanUnitVarianceDescr,
+        ZeroMeanUnitVarianceKwargs,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

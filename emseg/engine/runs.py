@@ -234,17 +234,20 @@ class TrainingRun:
         network_section: the config key of the network definition; it is recorded resolved (every reference
             replaced by its value), so the weights can be used without the config.
         extra: more fields for the record (data set, split, ...).
+        register_model: when a finished run is promoted, also register its model in MLflow (:func:`promote`).
     """
 
     def __init__(self, output_dir: str, save_dict: Mapping[str, Any], validator: Engine | None = None,
                  models_dir: str | None = None, tracking_uri: str | None = None, checkpoint_interval: float = 300.0,
-                 network_section: str = "network_def", extra: Mapping | None = None) -> None:
+                 network_section: str = "network_def", extra: Mapping | None = None,
+                 register_model: bool = True) -> None:
         from emseg.bundle.paths import running_workflow
 
         self.folder = RunFolder(output_dir)
         self.save_dict = dict(save_dict)
         self.validator = validator
         self.models_dir = Path(models_dir) if models_dir else None
+        self.register_model = register_model
         self.tracking_uri = tracking_uri
         self.checkpoint_interval = float(checkpoint_interval)
         workflow = running_workflow()
@@ -390,7 +393,7 @@ class TrainingRun:
             logger.warning("run %s finished without a validated model: %s/model.pt is unchanged", self.folder.name,
                            self.models_dir)
             return
-        promote(self.folder.path, self.models_dir, record)
+        promote(self.folder.path, self.models_dir, record, register=self.register_model)
 
 
 def _register(record: Mapping, sidecar: Mapping, weights: Path, models_dir: Path) -> dict:
