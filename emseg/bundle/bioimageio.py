@@ -148,7 +148,8 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
     if image is None:
         image = test_images(dataset, dataset_dir or default_dataset_dir(dataset, project_root(bundle_dir)))
         if not Path(image).exists():
-            raise BundleError(f"{image}: missing; the test tensors need one real slice: pass --image STACK")
+            raise BundleError(f"{image}: missing; the test tensors need one real slice: pass --image STACK (or "
+                              f"--dataset_dir where the data set is)")
     raw = _test_slice(image)
     network = network_from_record(record, weights).float().eval()
     with torch.no_grad():  # not inference_mode: the same tensor is traced below
