@@ -235,16 +235,19 @@ class TrainingRun:
             replaced by its value), so the weights can be used without the config.
         extra: more fields for the record (data set, split, ...).
         register_model: when a finished run is promoted, also register its model in MLflow (:func:`promote`).
+        best_model: the module whose weights the validator scored and ``model_best.pt`` saves (the weight
+            average, :class:`emseg.engine.averaging.WeightAverage`); default ``save_dict["model"]``.
     """
 
     def __init__(self, output_dir: str, save_dict: Mapping[str, Any], validator: Engine | None = None,
                  models_dir: str | None = None, tracking_uri: str | None = None, checkpoint_interval: float = 300.0,
                  network_section: str = "network_def", extra: Mapping | None = None,
-                 register_model: bool = True) -> None:
+                 register_model: bool = True, best_model: torch.nn.Module | None = None) -> None:
         from emseg.bundle.paths import running_workflow
 
         self.folder = RunFolder(output_dir)
         self.save_dict = dict(save_dict)
+        self.best_model = self.save_dict["model"] if best_model is None else best_model
         self.validator = validator
         self.models_dir = Path(models_dir) if models_dir else None
         self.register_model = register_model
@@ -339,7 +342,7 @@ class TrainingRun:
             return
         if not self.best or value > self.best["value"]:
             epoch = self._trainer.state.epoch if self._trainer is not None else None
-            save_atomically(self.save_dict["model"].state_dict(), self.folder.file(BEST))
+            save_atomically(self.best_model.state_dict(), self.folder.file(BEST))
             self.best = {"metric": name, "value": value, "epoch": epoch}
             self.folder.update(best=self.best)
             logger.info("new best %s %.4f at epoch %s: saved %s", name, value, epoch, self.folder.file(BEST))
