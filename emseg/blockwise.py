@@ -29,6 +29,7 @@ import torch
 from emseg.engine.allocator import ENVIRONMENT
 from emseg.io.safety import OutputError, check_not_an_input
 from emseg.io.source import VolumeError
+from emseg.networks import final_output
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +81,7 @@ def predict_block(network: torch.nn.Module, inferer: Callable, array, z: int, ro
     (y0, y1), (x0, x1) = rows, columns
     region = (_region(array, z, y0, y1, x0, x1, halo) - np.float32(mean)) / np.float32(std)
     with torch.inference_mode():
-        logits = inferer(torch.from_numpy(region)[None, None].to(device), network)
-        if isinstance(logits, (list, tuple)):
-            logits = logits[-1]
+        logits = final_output(inferer(torch.from_numpy(region)[None, None].to(device), network))
         output = postprocessing(logits[0]) if postprocessing is not None else logits[0]
     output = output.detach().float().cpu().numpy()
     return output[:, halo:halo + y1 - y0, halo:halo + x1 - x0]

@@ -14,6 +14,7 @@ import torch
 from emseg.engine.progress import progress, shows_bars
 from emseg.io import open_slices, stack_writer
 from emseg.io.safety import check_not_an_input
+from emseg.networks import final_output
 from emseg.visualize import class_palette
 
 logger = logging.getLogger(__name__)
@@ -36,9 +37,7 @@ def predict_slices(
         if transform is not None:
             x = torch.as_tensor(transform(x))
         with torch.inference_mode():
-            logits = inferer(x[None].to(device), network)
-            if isinstance(logits, (list, tuple)):  # deep supervision: the last head is the final output
-                logits = logits[-1]
+            logits = final_output(inferer(x[None].to(device), network))
             output = postprocessing(logits[0]) if postprocessing is not None else logits[0]
         logger.log(logging.DEBUG if shows_bars() else logging.INFO, "slice %d/%s predicted in %.2fs", index + 1,
                    total or "?", time.perf_counter() - start)

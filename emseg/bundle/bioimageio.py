@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from emseg.bundle.pack import BundleError, provenance
+from emseg.networks import final_output
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,7 @@ class _FinalOutput(torch.nn.Module):
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        output = self.network(x)
-        return output[-1] if isinstance(output, (list, tuple)) else output
+        return final_output(self.network(x))
 
 
 def _cover(raw: np.ndarray, probabilities: np.ndarray, hidden_class: int, path: Path) -> None:

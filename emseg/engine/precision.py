@@ -31,6 +31,8 @@ from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from emseg.networks import final_output
+
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -191,8 +193,7 @@ def _seconds_per_call(network: nn.Module, settings: Settings, shape: list[int], 
     def call():
         if training:
             optimizer.zero_grad()
-            output = inferer(x, network)
-            output = output[-1] if isinstance(output, (list, tuple)) else output
+            output = final_output(inferer(x, network))
             output.float().square().mean().backward()
             optimizer.step()
         else:

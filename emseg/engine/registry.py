@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emseg.networks import final_output
+
 logger = logging.getLogger(__name__)
 
 EXAMPLE_SIZE = 64  # the input example's height and width: a multiple of every bundle network's divisor (32)
@@ -40,14 +42,12 @@ def emseg_version() -> str:
 
 def network_from_record(record: Mapping, weights: str | Path) -> torch.nn.Module:
     """The network saved in a run ``record`` (its resolved ``network_def``) with ``weights`` loaded, in eval mode."""
-    from monai.bundle import ConfigParser
-
+    from emseg.engine.runs import build_network
     from emseg.networks import load_weights
 
     if not record.get("network"):
         raise ValueError(f"{weights}: no network definition saved with these weights; cannot register them")
-    network = ConfigParser({"network_def": dict(record["network"])}).get_parsed_content("network_def")
-    return load_weights(network, weights)
+    return load_weights(build_network(record["network"]), weights)
 
 
 def _signature(network: torch.nn.Module) -> tuple:
@@ -56,9 +56,7 @@ def _signature(network: torch.nn.Module) -> tuple:
 
     example = np.random.default_rng(0).standard_normal((1, 1, EXAMPLE_SIZE, EXAMPLE_SIZE)).astype(np.float32)
     with torch.inference_mode():
-        output = network(torch.from_numpy(example))
-    if isinstance(output, (list, tuple)):  # deep supervision in eval mode still ends with the final head
-        output = output[-1]
+        output = final_output(network(torch.from_numpy(example)))
     classes = int(output.shape[1])
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1))]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes, -1, -1))]))

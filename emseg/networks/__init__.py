@@ -12,7 +12,7 @@ from emseg.networks.cenet import (
 )
 from emseg.networks.encdec import EncoderDecoder
 from emseg.networks.ternausnet import TernausNet, TernausNet11, TernausNet16, VGGEncoder
-from emseg.networks.unetpp import UNetPlusPlus
+from emseg.networks.unetpp import UNetPlusPlus, final_output
 from emseg.networks.weights import (
     load_pretrained_encoder,
     load_state_dict,
@@ -32,6 +32,7 @@ __all__ = [
     "TernausNet16",
     "UNetPlusPlus",
     "VGGEncoder",
+    "final_output",
     "load_pretrained_encoder",
     "load_state_dict",
     "load_weights",

@@ -16,6 +16,12 @@ import torch
 from monai.networks.nets import BasicUNetPlusPlus
 
 
+def final_output(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """A network's prediction as one tensor: ``output`` itself, or the last entry of a list, which is what a
+    deep-supervision network (MONAI's BasicUNetPlusPlus, even in eval mode) returns as its final head."""
+    return output[-1] if isinstance(output, (list, tuple)) else output
+
+
 class UNetPlusPlus(BasicUNetPlusPlus):
     """UNet++ (Zhou et al. 2018) on MONAI's implementation.
 

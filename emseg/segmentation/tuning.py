@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emseg.networks import final_output
 from emseg.segmentation.instances import SEEDS, InstanceParams, segment_slice
 
 logger = logging.getLogger(__name__)
@@ -113,8 +114,7 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
     interior, truth = [], []
     with torch.inference_mode():
         for batch in parser.get_parsed_content("validate#dataloader"):
-            logits = inferer(batch["image"].to(device), network)
-            logits = logits[-1] if isinstance(logits, (list, tuple)) else logits
+            logits = final_output(inferer(batch["image"].to(device), network))
             interior.append(torch.softmax(logits.float(), 1)[0, interior_class].cpu().numpy())
             truth.append((np.asarray(batch["label"][0, 0]) == interior_class).astype(np.uint8))
     info = {"bundle": parser.get_parsed_content("bundle_name"), "split": split, "slices": len(truth),
