@@ -22,9 +22,10 @@ from conftest import (
     train_bundle,
 )
 
-from emseg.bundle.pack import BundleError, pack_bundle, verify_bundle
+from emseg.bundle.pack import BundleError, evaluation_of, pack_bundle, verify_bundle
 from emseg.engine.registry import mlflow_store
 from emseg.io import tiff_spacing
+from emseg.networks import final_output
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +85,28 @@ def test_an_evaluated_model_is_packed_with_its_own_scores(trained_unet, isbi_dir
     assert meta["eval_metrics"]["test_dice_membrane"] == pytest.approx(scores["dice_membrane"])
     assert meta["emseg_provenance"]["evaluation"] == summary.parent.name
     assert meta["emseg_provenance"]["eval_slices"] == [f"isbi_{i:03d}" for i in range(25, 30)]
+    assert meta["emseg_provenance"]["eval_tta_transforms"] == [[0, False]]
+    assert json.loads((summary.parent / "evaluation.json").read_text())["tta_transforms"] == [[0, False]]
+
+
+def test_the_scores_packed_are_those_without_test_time_augmentation(tmp_path):
+    """A packed or exported model runs without TTA: its scores come from an evaluation without it, even when an
+    evaluation with TTA is newer; with none such, the newest evaluation of those weights."""
+    def evaluation(name: str, digest: str, tta: list, age: int) -> None:
+        folder = tmp_path / "eval" / name
+        folder.mkdir(parents=True)
+        (folder / "evaluation.json").write_text(json.dumps({"evaluation": name, "weights": {"sha256": digest},
+                                                            "tta_transforms": tta, "scores": {}}))
+        os.utime(folder / "evaluation.json", (1e9 + age, 1e9 + age))
+
+    evaluation("plain", "a", [[0, False]], age=1)
+    evaluation("tta", "a", [[k, f] for f in (False, True) for k in range(4)], age=2)
+    evaluation("other-weights", "b", [[0, False]], age=3)
+    assert evaluation_of(tmp_path, "a")["evaluation"] == "plain"
+    evaluation("tta-only", "c", [[0, False], [2, True]], age=4)
+    evaluation("older-tta", "c", [[1, False]], age=0)
+    assert evaluation_of(tmp_path, "c")["evaluation"] == "tta-only"
+    assert evaluation_of(tmp_path, "d") is None
 
 
 def rewritten(packed: Path, folder: Path, member: str, change) -> Path:
@@ -297,5 +320,5 @@ def test_promoted_model_is_a_registered_version_that_predicts_like_the_bundle(tr
     x = NormalizeIntensity()(torch.as_tensor(patch, dtype=torch.float32)[None])[None]
     with torch.inference_mode():
         logits = model.eval()(x)
-    registry = torch.softmax(logits[-1] if isinstance(logits, (list, tuple)) else logits, dim=1)[0, 1].numpy()
+    registry = torch.softmax(final_output(logits), dim=1)[0, 1].numpy()
     np.testing.assert_allclose(registry, tifffile.imread(tmp_path / "bundle.tif"), atol=1e-5)

@@ -126,8 +126,14 @@ def _config_with_overrides(config_file: Path, overrides: dict) -> dict:
     return parser.get()
 
 
+def without_tta(evaluation: dict) -> bool:
+    """Whether an evaluation record scored the network's plain output (no flips or rotations averaged in)."""
+    return [list(t) for t in evaluation.get("tta_transforms") or []] == [[0, False]]
+
+
 def evaluation_of(bundle_dir: Path, digest: str) -> dict | None:
-    """The newest ``eval/*/evaluation.json`` of the bundle that scored exactly the weights with sha256 ``digest``."""
+    """The ``eval/*/evaluation.json`` of the bundle that scored exactly the weights with sha256 ``digest``: the
+    newest without test-time augmentation (how a packed or exported model runs), else the newest."""
     found = []
     for path in (bundle_dir / "eval").glob("*/evaluation.json"):
         try:
@@ -135,8 +141,8 @@ def evaluation_of(bundle_dir: Path, digest: str) -> dict | None:
         except json.JSONDecodeError:
             continue
         if (record.get("weights") or {}).get("sha256") == digest:
-            found.append((path.stat().st_mtime, record))
-    return max(found, key=lambda item: item[0])[1] if found else None
+            found.append((without_tta(record), path.stat().st_mtime, record))
+    return max(found, key=lambda item: item[:2])[2] if found else None
 
 
 def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None, dict]:
@@ -156,7 +162,7 @@ def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None
         return None, origin
     split = evaluation.get("eval_split", "test")
     origin.update(evaluation=evaluation.get("evaluation"), eval_split=split, eval_dataset=evaluation.get("dataset"),
-                  eval_slices=evaluation.get("slices"))
+                  eval_slices=evaluation.get("slices"), eval_tta_transforms=evaluation.get("tta_transforms", "not recorded"))
     metrics = {f"{split}_{key}": value for key, value in evaluation["scores"].items() if value == value}  # not NaN
     return metrics, origin
 
