@@ -11,8 +11,9 @@ parameters):
   (:class:`ElasticDeformd`: the identity at zero strength, unlike MONAI's ``Rand2DElasticd``
   whose control-grid spacing also scales the image; it deforms a crop larger by
   :func:`crop_size`'s margin and cuts the patch from its middle, so no padding enters it).
-- ``em``: spatial (flips, 90-degree rotations, affine with reflection padding, mild
-  elastic) plus intensity (gamma, contrast, noise, blur) for EM's varying staining.
+- ``em``: spatial (flips, 90-degree rotations, affine, mild elastic) plus intensity (gamma,
+  contrast, noise, blur) for EM's varying staining; its crop is larger by the affine's reach
+  at full rotation and scale (:func:`affine_margin`), so no padding enters the patch either.
 
 Images are interpolated bilinearly (bicubically by ``ElasticDeformd``), labels with nearest neighbour (so they keep their
 class values), weight maps bilinearly; intensity transforms touch only images.
@@ -166,6 +167,16 @@ def elastic_margin(sigma: float) -> int:
     return int(math.ceil(3 * sigma))
 
 
+def affine_margin(patch_size: Sequence[int], rotation_degrees: float, scale: float, sigma: float) -> list[int]:
+    """Pixels of context on each side that the ``em`` preset needs so that no padded pixel reaches a
+    ``patch_size`` patch: the patch and its elastic margin (:func:`elastic_margin`), rotated by up to
+    ``rotation_degrees`` and scaled by up to ``1 + scale`` about the centre, plus the 2 pixels bicubic reads."""
+    angle = math.radians(abs(rotation_degrees))
+    half = [size / 2 + elastic_margin(sigma) for size in patch_size]
+    reach = [(1 + abs(scale)) * (half[i] * math.cos(angle) + half[1 - i] * math.sin(angle)) + 2 for i in (0, 1)]
+    return [max(elastic_margin(sigma), int(math.ceil(r - size / 2))) for r, size in zip(reach, patch_size)]
+
+
 def unet_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), grid_points: int = 3,
                 sigma: float = 10.0, prob: float = 0.9) -> list:
     """Flips, 90-degree rotations and elastic deformation on a coarse ``grid_points`` grid with
@@ -179,7 +190,9 @@ def em_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256,
               scale: float = 0.1, elastic_sigma: float = 5.0, gamma: tuple[float, float] = (0.7, 1.5),
               noise_std: float = 0.1) -> list:
     """Spatial (flips, 90-degree rotations, affine, mild elastic) and intensity (gamma, contrast,
-    brightness, Gaussian noise, blur) augmentation for EM slices normalised to zero mean, unit variance."""
+    brightness, Gaussian noise, blur) augmentation for EM slices normalised to zero mean, unit variance.
+    Expects a crop larger than ``patch_size`` by :func:`affine_margin` on each side (:func:`crop_size`), so the
+    rotation and scaling never reach the crop's padding."""
     images, elastic_modes = list(keys.image), keys.elastic_modes()
     keys, modes = keys.spatial()
     return [
@@ -203,20 +216,21 @@ _PRESET_FUNCTIONS: dict[str, Callable[..., list]] = {
 }
 
 
-# the parameter that sets each preset's elastic deformation, for the margin its crop needs
-_ELASTIC_SIGMA = {"unet": "sigma", "em": "elastic_sigma"}
-
-
 def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:
     """Size of the random crop that preset ``name`` (with its parameters ``kwargs``) turns into a ``patch_size``
-    patch: larger by :func:`elastic_margin` on each side for presets that deform elastically."""
+    patch: larger on each side by :func:`elastic_margin` (``unet``) or :func:`affine_margin` (``em``), the
+    context its deformations read, so that no padding enters the patch."""
     if name not in _PRESET_FUNCTIONS:
         raise ValueError(f"unknown augmentation preset '{name}'; choose from {', '.join(PRESETS)}")
-    parameter = _ELASTIC_SIGMA.get(name)
-    if parameter is None:
-        return list(patch_size)
-    sigma = kwargs.get(parameter, inspect.signature(_PRESET_FUNCTIONS[name]).parameters[parameter].default)
-    return [size + 2 * elastic_margin(sigma) for size in patch_size]
+    defaults = {k: p.default for k, p in inspect.signature(_PRESET_FUNCTIONS[name]).parameters.items()}
+    value = {**defaults, **kwargs}.get
+    if name == "unet":
+        margin = [elastic_margin(value("sigma"))] * len(patch_size)
+    elif name == "em":
+        margin = affine_margin(patch_size, value("rotation_degrees"), value("scale"), value("elastic_sigma"))
+    else:
+        margin = [0] * len(patch_size)
+    return [size + 2 * m for size, m in zip(patch_size, margin)]
 
 
 def random_crops(keys: Sequence[str], size: Sequence[int], num_samples: int, num_classes: int,

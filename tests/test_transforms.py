@@ -7,7 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Compose, RandFlipd, RandRotate90d
+from monai.transforms import (
+    Compose,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
 from monai.utils import set_determinism
 
 from emseg.transforms import (
@@ -135,8 +145,40 @@ def test_every_spatial_transform_at_zero_strength_is_the_identity(name, zero, pa
         assert torch.equal(torch.as_tensor(out["label"]), label[:, start[0]:start[0] + 96, start[1]:start[1] + 96])
 
 
+@pytest.mark.parametrize("degrees, scale", [(20, 0.1), (-20, 0.1), (20, -0.1), (0, 0.1)])
+def test_em_rotation_and_scaling_never_reach_the_padding(degrees, scale):
+    """The em preset's affine at its strongest (20 degrees, scale 1.1) on the crop crop_size gives: every patch
+    pixel is read from inside the crop. Images that are their own coordinates must come out an exact affine
+    function of the patch's coordinates; a pixel read from the reflection padding would fold that map."""
+    patch_size = (96, 64)
+    crop = crop_size("em", patch_size, elastic_sigma=0)
+    rows, columns = torch.meshgrid(torch.arange(crop[0], dtype=torch.float32),
+                                   torch.arange(crop[1], dtype=torch.float32), indexing="ij")
+    data = {"image": rows[None].clone(), "label": columns[None].clone()}
+    preset = augmentation("em", image_keys=("image", "label"), label_keys=(), patch_size=patch_size,
+                          elastic_sigma=0)
+    (affine,) = [t for t in preset if isinstance(t, RandAffined)]
+    affine.prob = 1.0
+    affine.rand_affine.rand_affine_grid.rotate_range = ((math.radians(degrees),) * 2,)
+    affine.rand_affine.rand_affine_grid.scale_range = ((scale, scale), (scale, scale))
+    spatial = Compose([t for t in preset if set(getattr(t, "keys", ())) >= {"image", "label"}
+                       and not isinstance(t, (RandFlipd, RandRotate90d, RandAdjustContrastd, RandScaleIntensityd,
+                                              RandShiftIntensityd, RandGaussianNoised, RandGaussianSmoothd))])
+    out = spatial(data)
+    assert out["image"].shape == (1, *patch_size)
+    source = torch.stack([torch.as_tensor(out["image"])[0], torch.as_tensor(out["label"])[0]], -1).reshape(-1, 2)
+    r, c = torch.meshgrid(torch.arange(patch_size[0], dtype=torch.float64),
+                          torch.arange(patch_size[1], dtype=torch.float64), indexing="ij")
+    design = torch.stack([r.reshape(-1), c.reshape(-1), torch.ones(r.numel(), dtype=torch.float64)], -1)
+    fit = torch.linalg.lstsq(design, source.double()).solution
+    assert (design @ fit - source.double()).abs().max() < 0.01
+    spread = source.double().amax(0) - source.double().amin(0)  # the affine really rotated and scaled
+    assert spread[0] == pytest.approx((1 + scale) * (95 * math.cos(math.radians(degrees))
+                                                     + 63 * abs(math.sin(math.radians(degrees)))), rel=1e-3)
+
+
 def test_elastic_presets_crop_a_margin_of_three_sigma():
     assert crop_size("unet", (256, 256)) == [316, 316]
     assert crop_size("unet", (256, 128), sigma=4) == [280, 152]
-    assert crop_size("em", (256, 256)) == [286, 286]
+    assert crop_size("em", (256, 256)) == [408, 408]  # and the affine's reach: see the test above
     assert crop_size("keras", (256, 256)) == crop_size("none", (256, 256)) == [256, 256]
