@@ -114,10 +114,16 @@ def test_a_resumed_average_continues_where_it_stopped():
 
 @pytest.mark.slow
 def test_a_training_validates_saves_and_promotes_the_average(tmp_path, isbi_dir):
+    """With selection "last", the run ships the average after the last epoch, whatever the earlier
+    validations scored."""
     project = copy_bundles(tmp_path / "project", ["unet"])
     monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
-                 *tiny(isbi_dir, epochs=3, val_start_epoch=3), "--run_name", "averaged", cwd=tmp_path)
+                 *tiny(isbi_dir, epochs=3, val_start_epoch=1, model_selection="last"), "--run_name", "averaged",
+                 cwd=tmp_path)
     folder = RunFolder(project / "bundles" / "unet" / "runs" / "averaged")
+    assert folder.record()["best"]["epoch"] == 3 and folder.record()["best"]["selection"] == "last"
+    sidecar = json.loads((project / "bundles" / "unet" / "models" / "model.json").read_text())
+    assert sidecar["epoch"] == 3 and sidecar["selection"] == "last"
     last = torch.load(folder.file("checkpoint_last.pt"), weights_only=True)
     best = torch.load(folder.file("model_best.pt"), weights_only=True)
     average = {k.removeprefix("module."): v for k, v in last["weight_average"].items() if k != "n_averaged"}
@@ -128,3 +134,10 @@ def test_a_training_validates_saves_and_promotes_the_average(tmp_path, isbi_dir)
     promoted = project / "bundles" / "unet" / "models" / "model.pt"
     assert promoted.read_bytes() == folder.file("model_best.pt").read_bytes()
     assert json.loads(folder.file("config.json").read_text())["weight_average_epochs"] == 5
+
+
+def test_an_unknown_selection_is_refused_by_name(tmp_path):
+    from emseg.engine.runs import TrainingRun
+
+    with pytest.raises(ValueError, match="model_selection must be 'best' or 'last', got 'mean'"):
+        TrainingRun(str(tmp_path / "run"), {"model": torch.nn.Linear(1, 1)}, selection="mean")

@@ -153,7 +153,8 @@ def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None
         "weights_sha256": digest,
         "run_name": record.get("run_name"),
         "mlflow_run_id": record.get("mlflow_run_id"),
-        "selected_by": {k: record.get(k) for k in ("metric", "value", "epoch")} if "metric" in record else None,
+        "selected_by": ({k: record.get(k) for k in ("metric", "value", "epoch", "selection")}
+                        if "metric" in record else None),
         "dataset": record.get("dataset"),
         "split": record.get("split"),
         "evaluation": "not evaluated",

@@ -103,6 +103,7 @@ def register_model(record: Mapping, weights: str | Path, bundle_name: str) -> di
     best = dict(record.get("best") or {})
     tags = {"emseg.run_name": str(record.get("run_name")), "emseg.metric": str(best.get("metric")),
             "emseg.value": str(best.get("value")), "emseg.epoch": str(best.get("epoch")),
+            "emseg.selection": str(best.get("selection", "best")),
             "emseg.weights_sha256": str(record.get("weights_sha256", ""))}
     name = registered_name(bundle_name)
     client = mlflow.MlflowClient(tracking_uri)

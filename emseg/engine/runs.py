@@ -6,7 +6,8 @@
       checkpoint_last.pt  model, optimizer, LR schedule, epoch and best score: written atomically at the end of an
                           epoch once ``checkpoint_interval`` seconds have passed since the last one, at the end of
                           the run, and when the run is stopped (SIGTERM, Ctrl-C); resuming starts from it
-      model_best.pt       the weights with the best finite key metric of validation
+      model_best.pt       the selected weights: those with the best finite key metric of validation, or (selection
+                          "last") those of the last validation, at the end of training
       metrics.csv         one row per epoch: training loss and, where validated, the validation scores
     bundles/<name>/models/model.pt, model.json
                           the promoted model and its sidecar (the run it came from, its score, its network):
@@ -242,17 +243,24 @@ class TrainingRun:
         register_model: when a finished run is promoted, also register its model in MLflow (:func:`promote`).
         best_model: the module whose weights the validator scored and ``model_best.pt`` saves (the weight
             average, :class:`emseg.engine.averaging.WeightAverage`); default ``save_dict["model"]``.
+        selection: "best": ``model_best.pt`` holds the weights of the validation with the best finite key metric;
+            "last": those of the last validation with a finite score (the end of training: validation always
+            runs after the last epoch), for a metric too noisy to choose an epoch by.
     """
 
     def __init__(self, output_dir: str, save_dict: Mapping[str, Any], validator: Engine | None = None,
                  models_dir: str | None = None, tracking_uri: str | None = None, checkpoint_interval: float = 300.0,
                  network_section: str = "network_def", extra: Mapping | None = None,
-                 register_model: bool = True, best_model: torch.nn.Module | None = None) -> None:
+                 register_model: bool = True, best_model: torch.nn.Module | None = None,
+                 selection: str = "best") -> None:
         from emseg.bundle.paths import running_workflow
 
         self.folder = RunFolder(output_dir)
         self.save_dict = dict(save_dict)
         self.best_model = self.save_dict["model"] if best_model is None else best_model
+        if selection not in ("best", "last"):
+            raise ValueError(f"model_selection must be 'best' or 'last', got {selection!r}")
+        self.selection = selection
         self.validator = validator
         self.models_dir = Path(models_dir) if models_dir else None
         self.register_model = register_model
@@ -345,12 +353,13 @@ class TrainingRun:
         if not math.isfinite(value):
             logger.warning("validation %s is %s: not a candidate for the best model", name, value)
             return
-        if not self.best or value > self.best["value"]:
+        if not self.best or value > self.best["value"] or self.selection == "last":
             epoch = self._trainer.state.epoch if self._trainer is not None else None
             save_atomically(self.best_model.state_dict(), self.folder.file(BEST))
-            self.best = {"metric": name, "value": value, "epoch": epoch}
+            self.best = {"metric": name, "value": value, "epoch": epoch, "selection": self.selection}
             self.folder.update(best=self.best)
-            logger.info("new best %s %.4f at epoch %s: saved %s", name, value, epoch, self.folder.file(BEST))
+            logger.info("%s %s %.4f at epoch %s: saved %s", "new best" if self.selection == "best" else "selected",
+                        name, value, epoch, self.folder.file(BEST))
 
     def _epoch_completed(self, engine: Engine) -> None:
         row = {"epoch": engine.state.epoch, **{k: float(v) for k, v in engine.state.metrics.items()
@@ -445,6 +454,7 @@ def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None 
         "metric": best.get("metric"),
         "value": best.get("value"),
         "epoch": best.get("epoch"),
+        "selection": best.get("selection", "best"),
         "weights_sha256": sha256(target),
         "promoted": now(),
         **{k: record[k] for k in ("network", "config_digest", "dataset", "split", "class_names") if k in record},
