@@ -179,6 +179,21 @@ def test_two_trainings_at_once_on_a_fresh_store(tmp_path, isbi_dir):
     assert {v.run_id for v in versions} == {mlflow_run(project, name)[1].info.run_id for name in processes}
 
 
+def test_a_run_promoted_elsewhere_registers_under_its_bundle(tmp_path, monkeypatch):
+    """A comparison promotes into bundles/unet/runs/compare/NAME/: the registered model is still emseg-unet."""
+    import emseg.engine.registry
+
+    names = []
+    monkeypatch.setattr(emseg.engine.registry, "register_model",
+                        lambda record, weights, bundle: names.append(bundle) or {"model_version": "1"})
+    run = RunFolder(tmp_path / "runs" / "r")
+    run.update(status=FINISHED, best={"metric": "val_v_rand", "value": 0.9, "epoch": 2}, bundle="unet",
+               mlflow_run_id="abc", tracking_uri="sqlite:///x.db")
+    torch.save({"w": torch.ones(2)}, run.file("model_best.pt"))
+    promote(run.path, tmp_path / "runs" / "compare" / "unet-dice_ce-e100-s0")
+    assert names == ["unet"]
+
+
 def test_promotion_needs_a_finished_run_with_a_finite_score(tmp_path):
     run = RunFolder(tmp_path / "runs" / "r")
     run.update(status=RUNNING, best={"metric": "val_v_rand", "value": 0.9, "epoch": 2})

@@ -419,7 +419,8 @@ def _register(record: Mapping, sidecar: Mapping, weights: Path, models_dir: Path
     from emseg.engine.registry import register_model
 
     try:
-        return register_model({**record, **sidecar}, weights, models_dir.parent.name)
+        # the bundle the run trained; the models folder's parent only for records from before it was kept
+        return register_model({**record, **sidecar}, weights, record.get("bundle") or models_dir.parent.name)
     except Exception as err:  # the model is promoted on disk either way; the registry is a copy of the record
         logger.warning("promoted, but not registered in MLflow (%s: %s); register it later with 'emseg bundle "
                        "promote %s --run_name %s'", type(err).__name__, err, models_dir.parent, sidecar["run_name"])
