@@ -42,8 +42,7 @@ def emseg_version() -> str:
 
 def network_from_record(record: Mapping, weights: str | Path) -> torch.nn.Module:
     """The network saved in a run ``record`` (its resolved ``network_def``) with ``weights`` loaded, in eval mode."""
-    from emseg.engine.runs import build_network
-    from emseg.networks import load_weights
+    from emseg.networks import build_network, load_weights
 
     if not record.get("network"):
         raise ValueError(f"{weights}: no network definition saved with these weights; cannot register them")

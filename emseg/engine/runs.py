@@ -191,13 +191,6 @@ def weights_record(weights: str | Path) -> dict:
     return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
 
-def build_network(saved: Mapping) -> torch.nn.Module:
-    """The network a resolved ``network_def`` (as saved with weights in a run record or sidecar) describes."""
-    from monai.bundle import ConfigParser
-
-    return ConfigParser({"network_def": dict(saved)}).get_parsed_content("network_def")
-
-
 # keys of a network definition that choose how a trained network runs, not what it is: taken from the config
 INFERENCE_KEYS = ("inference_depth",)
 
@@ -209,6 +202,8 @@ def network_for(weights: str | Path, network_def: Any, network_from: str = "save
     ``network_def`` is the config's (parsed) network; it is used when nothing was saved with the weights, and
     its :data:`INFERENCE_KEYS` (UNet++'s pruning depth) apply to the saved network too.
     """
+    from emseg.networks import build_network
+
     if network_from not in ("saved", "config"):
         raise ValueError(f"network_from must be 'saved' or 'config', got {network_from!r}")
     saved = weights_record(weights).get("network") if network_from == "saved" else None

@@ -14,6 +14,7 @@ from emseg.networks.encdec import EncoderDecoder
 from emseg.networks.ternausnet import TernausNet, TernausNet11, TernausNet16, VGGEncoder
 from emseg.networks.unetpp import UNetPlusPlus, final_output
 from emseg.networks.weights import (
+    build_network,
     load_pretrained_encoder,
     load_state_dict,
     load_weights,
@@ -32,6 +33,7 @@ __all__ = [
     "TernausNet16",
     "UNetPlusPlus",
     "VGGEncoder",
+    "build_network",
     "final_output",
     "load_pretrained_encoder",
     "load_state_dict",

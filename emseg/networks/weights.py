@@ -116,3 +116,10 @@ def load_pretrained_encoder(
     encoder.load_state_dict(state)
     logger.info("loaded pretrained encoder weights from %s (%d tensors)", path, len(state))
     return encoder
+
+
+def build_network(saved: dict) -> nn.Module:
+    """The network a resolved ``network_def`` (as saved with weights in a run record or sidecar) describes."""
+    from monai.bundle import ConfigParser
+
+    return ConfigParser({"network_def": dict(saved)}).get_parsed_content("network_def")
