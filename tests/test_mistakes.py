@@ -372,3 +372,15 @@ def test_traceback_is_kept_out_of_the_way(project, tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert "Traceback (most recent call last)" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == last
+
+
+def test_a_refused_file_command_loads_neither_torch_nor_monai(tmp_path):
+    """The emseg command builds its parser and refuses a missing input without importing torch or MONAI, so a
+    mistake is answered in well under a second instead of the seconds those imports take."""
+    script = ("import sys\nfrom emseg.cli import main\ncode = main(sys.argv[1:])\n"
+              "print('loaded:', sorted(m for m in ('torch', 'monai', 'mlflow') if m in sys.modules))\n"
+              "sys.exit(code)")
+    code, last = run_cli(["-c", script, "data", "to-zarr", str(tmp_path / "missing.tif"), str(tmp_path / "a.zarr")],
+                         cwd=tmp_path)
+    assert code == 1 and last == "loaded: []"
+    assert not (tmp_path / "a.zarr").exists()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from emseg.networks import final_output
 from emseg.segmentation.instances import SEEDS, InstanceParams, segment_slice
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
     from emseg.bundle.paths import load_config
     from emseg.engine.runs import weights_record
     from emseg.io.files import sha256
-    from emseg.networks import load_weights
+    from emseg.networks import final_output, load_weights
 
     configs = Path(bundle_dir) / "configs"
     values = {"eval_split": split, "run_name": run_name, **(overrides or {})}
