@@ -1,18 +1,13 @@
-"""Weight averaging: the EMA's arithmetic, its BatchNorm statistics, resume, and a real training that validates
-and saves the average rather than the last step's weights."""
+"""Weight averaging: the EMA's arithmetic, its BatchNorm statistics and resume (a real training that validates,
+saves and promotes the average is in test_runs' kill-and-resume test)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import config, copy_bundles, monai_bundle
 from ignite.engine import Engine, Events
-from test_runs import tiny
 
 from emseg.engine.averaging import WeightAverage
-from emseg.engine.runs import RunFolder
 
 
 def trainer(network: torch.nn.Module, values: torch.Tensor, epoch_length: int) -> Engine:
@@ -110,30 +105,6 @@ def test_a_resumed_average_continues_where_it_stopped():
     engine.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "epoch", 3) or setattr(e.state, "iteration", 30))
     engine.run(range(10), max_epochs=6)
     torch.testing.assert_close(after.network.weight, straight.network.weight, rtol=0, atol=1e-7)
-
-
-@pytest.mark.slow
-def test_a_training_validates_saves_and_promotes_the_average(tmp_path, isbi_dir):
-    """With selection "last", the run ships the average after the last epoch, whatever the earlier
-    validations scored."""
-    project = copy_bundles(tmp_path / "project", ["unet"])
-    monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
-                 *tiny(isbi_dir, epochs=3, val_start_epoch=1, model_selection="last"), "--run_name", "averaged",
-                 cwd=tmp_path)
-    folder = RunFolder(project / "bundles" / "unet" / "runs" / "averaged")
-    assert folder.record()["best"]["epoch"] == 3 and folder.record()["best"]["selection"] == "last"
-    sidecar = json.loads((project / "bundles" / "unet" / "models" / "model.json").read_text())
-    assert sidecar["epoch"] == 3 and sidecar["selection"] == "last"
-    last = torch.load(folder.file("checkpoint_last.pt"), weights_only=True)
-    best = torch.load(folder.file("model_best.pt"), weights_only=True)
-    average = {k.removeprefix("module."): v for k, v in last["weight_average"].items() if k != "n_averaged"}
-    assert int(last["weight_average"]["n_averaged"]) == 6  # 3 epochs x 2 iterations
-    assert best.keys() == last["model"].keys() == average.keys()
-    assert all(torch.equal(best[k], average[k]) for k in best)  # validated and saved: the average
-    assert not all(torch.equal(best[k], last["model"][k]) for k in best)  # not the last step's weights
-    promoted = project / "bundles" / "unet" / "models" / "model.pt"
-    assert promoted.read_bytes() == folder.file("model_best.pt").read_bytes()
-    assert json.loads(folder.file("config.json").read_text())["weight_average_epochs"] == 5
 
 
 def test_an_unknown_selection_is_refused_by_name(tmp_path):

@@ -73,18 +73,18 @@ def mlflow_run(project: Path, name: str):
 
 
 def interrupted(project: Path, cwd: Path, isbi_dir: Path, name: str, epochs: int, after: int,
-                signum: int) -> tuple[RunFolder, subprocess.Popen, str]:
+                signum: int, **values) -> tuple[RunFolder, subprocess.Popen, str]:
     """Start a training run ``name`` of ``epochs`` epochs, send ``signum`` once ``after`` epochs are done."""
     folder = RunFolder(project / "bundles" / "unet" / "runs" / name)
-    process = start(project, cwd, [*tiny(isbi_dir, epochs=epochs), "--run_name", name])
+    process = start(project, cwd, [*tiny(isbi_dir, epochs=epochs, **values), "--run_name", name])
     wait_for_epochs(folder, after, process)
     process.send_signal(signum)
     return folder, process, process.communicate(timeout=120)[0]
 
 
-def resume(project: Path, cwd: Path, isbi_dir: Path, name: str, epochs: int) -> None:
+def resume(project: Path, cwd: Path, isbi_dir: Path, name: str, epochs: int, **values) -> None:
     monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
-                 *tiny(isbi_dir, epochs=epochs), "--run_name", name, cwd=cwd)
+                 *tiny(isbi_dir, epochs=epochs, **values), "--run_name", name, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +99,13 @@ def cwd(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_resume_after_kill_9_repeats_at_most_one_epoch(project, cwd, isbi_dir):
-    folder, _, _ = interrupted(project, cwd, isbi_dir, "killed", epochs=6, after=2, signum=signal.SIGKILL)
+    """Also: with selection "last" the run ships the weight average after the last epoch (whatever the earlier
+    validations scored), and the resumed average goes on from the checkpoint's."""
+    folder, _, _ = interrupted(project, cwd, isbi_dir, "killed", epochs=6, after=2, signum=signal.SIGKILL,
+                               model_selection="last")
     done = folder.record()["epochs_done"]
     assert folder.record()["status"] == RUNNING  # nobody could record the end
-    resume(project, cwd, isbi_dir, "killed", epochs=6)
+    resume(project, cwd, isbi_dir, "killed", epochs=6, model_selection="last")
     record = folder.record()
     assert record["status"] == FINISHED and record["epochs_done"] == 6
     assert record["resumed"][0]["epoch"] >= done - 1 >= 1
@@ -114,6 +117,18 @@ def test_resume_after_kill_9_repeats_at_most_one_epoch(project, cwd, isbi_dir):
     sidecar = json.loads((project / "bundles" / "unet" / "models" / "model.json").read_text())
     assert sidecar["run_name"] == "killed" and sidecar["network"]["features"] == FEATURES
     assert "model_version" not in sidecar and not client.search_registered_models()  # --register_model False
+    assert record["best"]["epoch"] == sidecar["epoch"] == 6 and record["best"]["selection"] == sidecar["selection"] \
+        == "last"
+    last = torch.load(folder.file("checkpoint_last.pt"), weights_only=True)
+    best = torch.load(folder.file("model_best.pt"), weights_only=True)
+    average = {k.removeprefix("module."): v for k, v in last["weight_average"].items() if k != "n_averaged"}
+    assert int(last["weight_average"]["n_averaged"]) == 12  # 6 epochs x 2 iterations, across the kill
+    assert best.keys() == last["model"].keys() == average.keys()
+    assert all(torch.equal(best[k], average[k]) for k in best)  # validated and saved: the average
+    assert not all(torch.equal(best[k], last["model"][k]) for k in best)  # not the last step's weights
+    promoted = project / "bundles" / "unet" / "models" / "model.pt"
+    assert promoted.read_bytes() == folder.file("model_best.pt").read_bytes()
+    assert json.loads(folder.file("config.json").read_text())["weight_average_epochs"] == 5
 
 
 @pytest.mark.slow
