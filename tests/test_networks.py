@@ -185,16 +185,21 @@ def test_pretrained_file_with_pickled_object_is_refused(tmp_path):
         CENet(pretrained_encoder=str(path))
 
 
-def torchvision_vgg_state_dict(layout: list) -> dict[str, torch.Tensor]:
-    """A state dict in torchvision's VGG layout (features.N conv/ReLU/pool, classifier.0/3/6),
-    built here from torchvision's configuration list without torchvision or a download."""
+def torchvision_vgg_state_dict(layout: list, batch_norm: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict in torchvision's VGG layout (features.N conv/ReLU/pool, or conv/BN/ReLU/pool as in vgg11_bn,
+    classifier.0/3/6), built here from torchvision's configuration list without torchvision or a download; batch
+    norm statistics are random, as trained ones would be."""
     layers, channels = [], 3
     for item in layout:
         if item == "M":
             layers.append(torch.nn.MaxPool2d(2, 2))
         else:
-            layers += [torch.nn.Conv2d(channels, item, 3, padding=1), torch.nn.ReLU(inplace=True)]
+            norm = [torch.nn.BatchNorm2d(item)] if batch_norm else []
+            layers += [torch.nn.Conv2d(channels, item, 3, padding=1), *norm, torch.nn.ReLU(inplace=True)]
             channels = item
+            for module in norm:
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
     vgg = torch.nn.Module()
     vgg.features = torch.nn.Sequential(*layers)
     vgg.classifier = torch.nn.Sequential(torch.nn.Linear(512 * 7 * 7, 16), torch.nn.ReLU(), torch.nn.Dropout(),
@@ -207,15 +212,32 @@ VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["vgg", "vgg_bn"])
 @pytest.mark.parametrize(("network", "layout"), [(TernausNet11, VGG11), (TernausNet16, VGG16)])
-def test_ternausnet_loads_torchvision_vgg_weights(network, layout, tmp_path):
-    state = torchvision_vgg_state_dict(layout)
+def test_ternausnet_loads_torchvision_vgg_weights(network, layout, batch_norm, tmp_path):
+    state = torchvision_vgg_state_dict(layout, batch_norm)
     path = tmp_path / "vgg-imagenet.pth"
     torch.save(state, path)
     encoder_keys = {k for k in state if k.startswith("features.")}
-    model = network(in_channels=1, out_channels=6, pretrained_encoder=str(path))
+    model = network(in_channels=1, out_channels=6, pretrained_encoder=str(path), batch_norm=batch_norm)
     loaded = model.encoder.state_dict()
     assert set(loaded) == encoder_keys  # no missing or unexpected keys once the classifier is dropped
-    last = sorted(encoder_keys, key=lambda k: int(k.split(".")[1]))[-1]
-    torch.testing.assert_close(loaded[last], state[last])
+    for key in encoder_keys - {"features.0.weight"}:
+        torch.testing.assert_close(loaded[key], state[key], rtol=0, atol=0)
     torch.testing.assert_close(loaded["features.0.weight"], state["features.0.weight"].sum(1, keepdim=True))
+
+
+def test_ternausnet_with_batch_norm_refuses_weights_without_it(tmp_path):
+    path = tmp_path / "vgg11-imagenet.pth"
+    torch.save(torchvision_vgg_state_dict(VGG11), path)
+    with pytest.raises(ValueError, match="vgg11-imagenet.pth.*missing.*running_mean"):
+        TernausNet11(pretrained_encoder=str(path), batch_norm=True)
+
+
+def test_ternausnet_batch_norm_follows_every_convolution():
+    plain, normed = TernausNet16(num_filters=8), TernausNet16(num_filters=8, batch_norm=True)
+    convolutions = [m for m in normed.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == len(convolutions) - 1  # all but the final 1x1 convolution to the logits
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert normed(torch.randn(2, 1, 64, 64)).shape == plain(torch.randn(2, 1, 64, 64)).shape == (2, 2, 64, 64)

@@ -30,9 +30,10 @@ DECODERS = {
 
 
 class VGGEncoder(nn.Module):
-    """VGG convolutional part as ``self.features``, indexed like torchvision's ``vgg11``/``vgg16``."""
+    """VGG convolutional part as ``self.features``, indexed like torchvision's ``vgg11``/``vgg16`` or, with
+    ``batch_norm``, like ``vgg11_bn``/``vgg16_bn`` (a batch norm after every convolution)."""
 
-    def __init__(self, layout: str = "vgg11", in_channels: int = 3) -> None:
+    def __init__(self, layout: str = "vgg11", in_channels: int = 3, batch_norm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -40,7 +41,8 @@ class VGGEncoder(nn.Module):
             if item == POOL:
                 layers.append(nn.MaxPool2d(2, 2))
             else:
-                layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
+                norm = [nn.BatchNorm2d(item)] if batch_norm else []
+                layers += [nn.Conv2d(channels, item, 3, padding=1), *norm, nn.ReLU(inplace=True)]
                 channels = item
         self.features = nn.Sequential(*layers)
 
@@ -54,18 +56,25 @@ class VGGEncoder(nn.Module):
         return skips, x
 
 
-def _conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True))
+def _norm(channels: int, batch_norm: bool) -> list[nn.Module]:
+    return [nn.BatchNorm2d(channels)] if batch_norm else []
+
+
+def _conv_relu(in_channels: int, out_channels: int, batch_norm: bool = False) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), *_norm(out_channels, batch_norm),
+                         nn.ReLU(inplace=True))
 
 
 class TernausDecoderBlock(nn.Sequential):
-    """3x3 conv + ReLU to ``middle`` channels, then a stride-2 transposed conv + ReLU to ``out`` channels."""
+    """3x3 conv + ReLU to ``middle`` channels, then a stride-2 transposed conv + ReLU to ``out`` channels
+    (each convolution followed by a batch norm with ``batch_norm``)."""
 
-    def __init__(self, in_channels: int, middle: int, out: int, kernel_size: int) -> None:
+    def __init__(self, in_channels: int, middle: int, out: int, kernel_size: int, batch_norm: bool = False) -> None:
         output_padding = 1 if kernel_size == 3 else 0
         super().__init__(
-            _conv_relu(in_channels, middle),
+            _conv_relu(in_channels, middle, batch_norm),
             nn.ConvTranspose2d(middle, out, kernel_size, stride=2, padding=1, output_padding=output_padding),
+            *_norm(out, batch_norm),
             nn.ReLU(inplace=True),
         )
 
@@ -78,7 +87,10 @@ class TernausNet(nn.Module):
         in_channels: image channels (1 for EM).
         out_channels: classes (logits).
         num_filters: decoder width unit (32 in the paper).
-        pretrained_encoder: local file with a torchvision VGG state dict (ImageNet weights), or ``None``.
+        pretrained_encoder: local file with a torchvision VGG state dict (ImageNet weights), or ``None``;
+            with ``batch_norm`` it must come from ``vgg11_bn``/``vgg16_bn``.
+        batch_norm: a batch norm after every convolution of encoder and decoder (not in the paper, which
+            starts from ImageNet weights; it lets the network train from scratch at the other bundles' rate).
     """
 
     def __init__(
@@ -88,11 +100,12 @@ class TernausNet(nn.Module):
         out_channels: int = 2,
         num_filters: int = 32,
         pretrained_encoder: str | None = None,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if encoder not in VGG_LAYOUTS:
             raise ValueError(f"encoder must be one of {sorted(VGG_LAYOUTS)}, got {encoder!r}")
-        self.encoder = VGGEncoder(encoder, in_channels)
+        self.encoder = VGGEncoder(encoder, in_channels, batch_norm)
         if pretrained_encoder:
             load_pretrained_encoder(self.encoder, pretrained_encoder, first_conv="features.0.weight",
                                     ignore_prefixes=("classifier.",))
@@ -100,10 +113,11 @@ class TernausNet(nn.Module):
         blocks, kernel = DECODERS[encoder]
         decoder, channels = [], skip_widths[-1]
         for (middle, out), skip in zip(blocks, [0, *skip_widths[:0:-1]]):
-            decoder.append(TernausDecoderBlock(channels + skip, middle * num_filters, out * num_filters, kernel))
+            decoder.append(TernausDecoderBlock(channels + skip, middle * num_filters, out * num_filters, kernel,
+                                               batch_norm))
             channels = out * num_filters
         self.decoder = nn.ModuleList(decoder)
-        self.dec1 = _conv_relu(channels + skip_widths[0], num_filters)
+        self.dec1 = _conv_relu(channels + skip_widths[0], num_filters, batch_norm)
         self.final = nn.Conv2d(num_filters, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,13 +134,13 @@ class TernausNet11(TernausNet):
     """TernausNet with the VGG11 encoder."""
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, num_filters: int = 32,
-                 pretrained_encoder: str | None = None) -> None:
-        super().__init__("vgg11", in_channels, out_channels, num_filters, pretrained_encoder)
+                 pretrained_encoder: str | None = None, batch_norm: bool = False) -> None:
+        super().__init__("vgg11", in_channels, out_channels, num_filters, pretrained_encoder, batch_norm)
 
 
 class TernausNet16(TernausNet):
     """TernausNet with the VGG16 encoder."""
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, num_filters: int = 32,
-                 pretrained_encoder: str | None = None) -> None:
-        super().__init__("vgg16", in_channels, out_channels, num_filters, pretrained_encoder)
+                 pretrained_encoder: str | None = None, batch_norm: bool = False) -> None:
+        super().__init__("vgg16", in_channels, out_channels, num_filters, pretrained_encoder, batch_norm)
