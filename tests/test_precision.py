@@ -58,9 +58,9 @@ def test_gradients_flow_through_autocast():
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
 
 
-def _net_with_statistics():
-    """A U-Net whose batch norms hold non-trivial running statistics and affine parameters."""
-    net = _net()
+def _net_with_statistics(net: torch.nn.Module | None = None):
+    """A U-Net (or ``net``) whose batch norms hold non-trivial running statistics and affine parameters."""
+    net = net if net is not None else _net()
     generator = torch.Generator().manual_seed(1)
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -80,6 +80,19 @@ def test_folding_batch_norm_keeps_the_output():
     x = torch.rand(2, 1, 64, 48)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_folding_keeps_the_output_after_transposed_convolutions():
+    from emseg.networks import TernausNet11
+
+    net = _net_with_statistics(TernausNet11(num_filters=4, batch_norm=True))
+    transposed = sum(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    folded = copy.deepcopy(net)
+    assert fold_batch_norm(folded) == norms and transposed == 5
+    x = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
 
 
 def test_a_network_in_training_mode_is_not_folded():
