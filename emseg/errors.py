@@ -88,6 +88,17 @@ def report(error_type, error: BaseException, tb, stream=None) -> Path | None:
     return log
 
 
+def require_flag(value, key: str) -> bool:
+    """``value`` of the yes/no setting ``key`` if it is a bool; anything else is refused, naming the key. MONAI's CLI
+    passes ``--overwrite false`` as the text ``"false"`` (only ``True``/``False`` are read as booleans), and a
+    non-empty text counts as true: taken as it is, it would overwrite, download or register against the user's
+    word."""
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{key} must be True or False, got {value!r}; on the command line write --{key} True or "
+                     f"--{key} False (capitalised, as Python writes them)")
+
+
 def _bundle_cli_hook(error_type, error, tb) -> None:
     report(error_type, error, tb)
 

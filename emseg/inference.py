@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from emseg.engine.progress import progress, shows_bars
+from emseg.errors import require_flag
 from emseg.io import open_slices, stack_writer
 from emseg.io.safety import check_not_an_input
 from emseg.networks import final_output
@@ -116,6 +117,7 @@ def segment_stack(
         overwrite: replace existing outputs (only files, or folders of emseg's own slices). An output that is,
             lies inside or contains the input is always refused.
     """
+    require_flag(overwrite, "overwrite")
     check_output(output, output_format)
     dtype = DTYPES.get(output, "float32")
     segmenter = None

@@ -150,6 +150,13 @@ def _existing_output(work, project, stack, isbi_dir):
     return inference(project, "--input_path", str(work / "in.tif"), "--output_path", str(work / "earlier.tif"))
 
 
+def _overwrite_false_as_text(work, project, stack, isbi_dir):
+    tifffile.imwrite(work / "in.tif", stack)
+    tifffile.imwrite(work / "earlier.tif", stack.astype(np.float32))
+    return inference(project, "--input_path", str(work / "in.tif"), "--output_path", str(work / "earlier.tif"),
+                     "--overwrite", "false")  # MONAI's CLI passes the text "false", which counts as true
+
+
 def _truncated_tiff(work, project, stack, isbi_dir):
     tifffile.imwrite(work / "full.tif", np.concatenate([stack] * 4), compression="zlib")
     data = (work / "full.tif").read_bytes()
@@ -286,6 +293,9 @@ MISTAKES = [
             r"results: holds files emseg did not write; .*choose an empty or new output folder"),
     Mistake("existing output without --overwrite", _existing_output,
             r"earlier\.tif: exists; choose another output path, or set overwrite"),
+    Mistake("--overwrite false (text, not a bool)", _overwrite_false_as_text,
+            r"overwrite must be True or False, got 'false'; on the command line write --overwrite True or "
+            r"--overwrite False"),
     Mistake("truncated compressed TIFF", _truncated_tiff, r"cut\.tif: damaged TIFF, .*truncated or corrupt"),
     Mistake("NaN pixels", _nan_pixels, r"nan\.tif: slice 1 holds 4 NaN or infinite pixel values"),
     Mistake("text file named .tif", _text_named_tif, r"notes\.tif: not a readable TIFF file"),

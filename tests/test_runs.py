@@ -286,3 +286,18 @@ def test_a_run_that_another_process_runs_is_refused_and_left_alone(project, cwd,
     assert result.returncode == 1
     assert "run busy is running (process" in (result.stdout + result.stderr).strip().splitlines()[-1]
     assert folder.file("run.json").read_bytes() == before
+
+
+def test_yes_no_settings_given_as_text_are_refused_by_name(tmp_path, isbi_dir):
+    """MONAI's CLI passes --register_model false as the text "false", which would count as true."""
+    from emseg.data import datalist
+    from emseg.engine.runs import TrainingRun
+    from emseg.networks import TernausNet11
+
+    with pytest.raises(ValueError, match="register_model must be True or False, got 'false'"):
+        TrainingRun(str(tmp_path / "run"), {"model": torch.nn.Linear(1, 1)}, register_model="false")
+    with pytest.raises(ValueError, match="download must be True or False, got 'no'"):
+        datalist("isbi2012", isbi_dir, "train", download="no")
+    with pytest.raises(ValueError, match="batch_norm must be True or False, got 'false'"):
+        TernausNet11(batch_norm="false")
+    assert not (tmp_path / "run").exists()

@@ -22,6 +22,7 @@ from emseg.data.class_masks import DEFAULT_THRESHOLD, class_mask_datalist
 from emseg.data.datalist import DatasetNotFoundError
 from emseg.data.splits import resolve_split
 from emseg.data.tiling import tile_datalist
+from emseg.errors import require_flag
 from emseg.io import VolumeError, list_slice_files
 
 FOLDERS_IMAGES = "images"
@@ -133,7 +134,7 @@ def test_images(dataset: str, dataset_dir: str | Path) -> str:
 
 def ensure_dataset(dataset: str, dataset_dir: str | Path, download: bool = True) -> Path:
     """Check (for ISBI 2012, download when allowed) the files of ``dataset``; one clear error if missing."""
-    return get_dataset(dataset).ensure(Path(dataset_dir), download)
+    return get_dataset(dataset).ensure(Path(dataset_dir), require_flag(download, "download"))
 
 
 def datalist(
@@ -156,6 +157,7 @@ def datalist(
     """
     if part not in ("train", "validation", "test"):
         raise ValueError(f"part must be train, validation or test, got {part!r}")
+    require_flag(download, "download")
     spec = get_dataset(dataset)
     chosen = dataset_classes(dataset, classes)
     items = tile_datalist(spec.items(Path(dataset_dir), part, split, chosen, class_priority, mask_threshold, download),

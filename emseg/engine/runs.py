@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from emseg.errors import require_flag
 from emseg.io.files import replace_atomically, sha256, write_text_atomically
 
 logger = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ class TrainingRun:
         self.selection = selection
         self.validator = validator
         self.models_dir = Path(models_dir) if models_dir else None
-        self.register_model = register_model
+        self.register_model = require_flag(register_model, "register_model")
         self.tracking_uri = tracking_uri
         self.checkpoint_interval = float(checkpoint_interval)
         workflow = running_workflow()

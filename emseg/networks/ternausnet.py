@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emseg.errors import require_flag
 from emseg.networks.weights import load_pretrained_encoder
 
 POOL = "M"
@@ -105,7 +106,7 @@ class TernausNet(nn.Module):
         super().__init__()
         if encoder not in VGG_LAYOUTS:
             raise ValueError(f"encoder must be one of {sorted(VGG_LAYOUTS)}, got {encoder!r}")
-        self.encoder = VGGEncoder(encoder, in_channels, batch_norm)
+        self.encoder = VGGEncoder(encoder, in_channels, require_flag(batch_norm, "batch_norm"))
         if pretrained_encoder:
             load_pretrained_encoder(self.encoder, pretrained_encoder, first_conv="features.0.weight",
                                     ignore_prefixes=("classifier.",))
