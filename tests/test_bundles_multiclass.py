@@ -1,7 +1,8 @@
 """The TernausNet bundles through MONAI's own CLI: multi-class EPFL by default, ISBI with --dataset.
 
 Like tests/test_bundles.py, copies of the bundles run from a working directory of their own with tiny
-overrides (2 patches of 256x256 per step, decoder width 8; the VGG encoders keep their ImageNet widths).
+overrides (2 patches of 256x256 per step, decoder width 8, 2 training slices and 1 validation slice; the VGG
+encoders keep their ImageNet widths).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ TINY = {
     "patch_size": "[256,256]",
     "features": "8",
     "download": "False",
+    "split": "{'train': [0, 1], 'validation': [2]}",  # one whole slice to validate (768x1024 on EPFL)
 }
 
 
