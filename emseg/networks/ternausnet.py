@@ -30,6 +30,10 @@ DECODERS = {
 }
 
 
+def _norm(channels: int, batch_norm: bool) -> list[nn.Module]:
+    return [nn.BatchNorm2d(channels)] if batch_norm else []
+
+
 class VGGEncoder(nn.Module):
     """VGG convolutional part as ``self.features``, indexed like torchvision's ``vgg11``/``vgg16`` or, with
     ``batch_norm``, like ``vgg11_bn``/``vgg16_bn`` (a batch norm after every convolution)."""
@@ -42,8 +46,7 @@ class VGGEncoder(nn.Module):
             if item == POOL:
                 layers.append(nn.MaxPool2d(2, 2))
             else:
-                norm = [nn.BatchNorm2d(item)] if batch_norm else []
-                layers += [nn.Conv2d(channels, item, 3, padding=1), *norm, nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(channels, item, 3, padding=1), *_norm(item, batch_norm), nn.ReLU(inplace=True)]
                 channels = item
         self.features = nn.Sequential(*layers)
 
@@ -55,10 +58,6 @@ class VGGEncoder(nn.Module):
                 skips.append(x)
             x = layer(x)
         return skips, x
-
-
-def _norm(channels: int, batch_norm: bool) -> list[nn.Module]:
-    return [nn.BatchNorm2d(channels)] if batch_norm else []
 
 
 def _conv_relu(in_channels: int, out_channels: int, batch_norm: bool = False) -> nn.Sequential:
