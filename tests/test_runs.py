@@ -292,7 +292,8 @@ def test_yes_no_settings_given_as_text_are_refused_by_name(tmp_path, isbi_dir):
     """MONAI's CLI passes --register_model false as the text "false", which would count as true."""
     from emseg.data import datalist
     from emseg.engine.runs import TrainingRun
-    from emseg.networks import TernausNet11
+    from emseg.networks import TernausNet11, UNetPlusPlus
+    from emseg.segmentation import InstanceParams
 
     with pytest.raises(ValueError, match="register_model must be True or False, got 'false'"):
         TrainingRun(str(tmp_path / "run"), {"model": torch.nn.Linear(1, 1)}, register_model="false")
@@ -300,4 +301,8 @@ def test_yes_no_settings_given_as_text_are_refused_by_name(tmp_path, isbi_dir):
         datalist("isbi2012", isbi_dir, "train", download="no")
     with pytest.raises(ValueError, match="batch_norm must be True or False, got 'false'"):
         TernausNet11(batch_norm="false")
+    with pytest.raises(ValueError, match="deep_supervision must be True or False, got 'false'"):
+        UNetPlusPlus(deep_supervision="false")
+    with pytest.raises(ValueError, match="lines must be True or False, got 'false'"):
+        InstanceParams.from_mapping({"lines": "false"})
     assert not (tmp_path / "run").exists()

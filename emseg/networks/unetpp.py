@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from monai.networks.nets import BasicUNetPlusPlus
 
+from emseg.errors import require_flag
+
 
 def final_output(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """A network's prediction as one tensor: ``output`` itself, or the last entry of a list, which is what a
@@ -51,6 +53,7 @@ class UNetPlusPlus(BasicUNetPlusPlus):
     ) -> None:
         if not 1 <= inference_depth <= self.depth:
             raise ValueError(f"inference_depth must be 1..{self.depth}, got {inference_depth}")
+        require_flag(deep_supervision, "deep_supervision")
         super().__init__(
             spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, features=features,
             deep_supervision=deep_supervision, act=act, norm=norm, bias=bias, dropout=dropout, upsample=upsample,

@@ -64,6 +64,8 @@ class InstanceParams:
             problems.append("h, sigma and min_size must not be negative")
         if not 0.0 < self.link_iou <= 1.0:
             problems.append(f"link_iou {self.link_iou} is not within (0, 1]")
+        if not isinstance(self.lines, bool):  # MONAI's CLI passes --instances#lines false as the text "false"
+            problems.append(f"lines must be True or False, got {self.lines!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
