@@ -153,13 +153,20 @@ def test_cli_scores_any_probability_stack(tmp_path, labels, capsys):
     assert "short.tif: shape (2, 512, 512) differs" in capsys.readouterr().err
 
 
-def test_validation_mean_dice_leaves_out_a_class_absent_from_the_slice():
-    """val_mean_dice (the multi-class key metric) averages the classes present; an absent one is not a 0."""
-    label = torch.zeros(1, 4, 8, 8)
-    label[:, 0, :4], label[:, 1, 4:, :4], label[:, 2, 4:, 4:] = 1, 1, 1  # class c absent
-    pred = label.clone()
-    pred[:, 2, 4:, 6:], pred[:, 1, 4:, 6:] = 0, 1  # b half right: Dice 2*8/(8+16)
-    dice = key_metric(NAMES)["val_mean_dice"].metric_fn  # the MONAI metric behind the Ignite handler
-    dice(y_pred=pred, y=label)
-    a, b = 2 * 16 / (16 + 24), 2 * 8 / (8 + 16)
-    assert dice.aggregate().item() == pytest.approx((a + b) / 2)
+def test_validation_scores_dice_and_iou_as_the_report_does():
+    """val_mean_dice (the multi-class key metric), val_dice_<class> and val_iou_<class> equal the report's figures:
+    a class absent from a slice's label and prediction is left out, one predicted where the label has none is a 0."""
+    pred, label = _maps()
+    fp_pred = label.copy()
+    fp_pred[:4, 20:] = 3  # class c predicted, absent from the label: a false positive
+    preds, labels = [pred, fp_pred, label], [label, label, np.zeros_like(label)]  # the last: only background
+    report = score_stack([_probabilities(p) for p in preds], labels, NAMES).summary
+    assert report["dice_c"] == 0.0 and report["mean_dice"] < 1.0
+    metrics = {**key_metric(NAMES), **validation_metrics(NAMES)}
+    for name, handler in metrics.items():
+        if name == "val_accuracy":
+            continue
+        metric = handler.metric_fn  # the MONAI metric behind the Ignite handler
+        for p, t in zip(preds, labels):  # one slice per validation iteration, as the evaluator feeds them
+            metric(y_pred=[one_hot(p, 4)[0]], y=[one_hot(t, 4)[0]])
+        assert metric.aggregate().item() == pytest.approx(report[name.removeprefix("val_")], abs=1e-6), name

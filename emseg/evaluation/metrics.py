@@ -1,5 +1,6 @@
-"""Validation metrics as Ignite handlers: the challenge scores (MONAI cumulative metrics), per-class
-Dice and IoU, pixel accuracy; :func:`validation_metrics` picks the set for a data set's classes.
+"""Validation metrics as Ignite handlers: the challenge scores and per-class Dice and IoU (MONAI cumulative
+metrics, scored as the evaluation report scores them), pixel accuracy; :func:`validation_metrics` picks the set
+for a data set's classes.
 
 The challenge metrics take the interior probability (``y_pred``, 1 channel) and the binary
 interior label (``y``, 1 channel), batch-first or as lists of channel-first tensors. Per sample
@@ -13,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from monai.handlers import IgniteMetricHandler, MeanDice, MeanIoUHandler, from_engine
+from monai.handlers import IgniteMetricHandler, from_engine
 from monai.metrics import CumulativeIterationMetric
 
 from emseg.evaluation.challenge import (
@@ -23,7 +24,7 @@ from emseg.evaluation.challenge import (
     challenge_scores,
     pixel_scores,
 )
-from emseg.evaluation.scores import BACKGROUND
+from emseg.evaluation.scores import BACKGROUND, overlap_scores
 
 
 def channel_output(channel: int, keys: Sequence[str] = ("pred", "label")) -> Callable:
@@ -84,6 +85,33 @@ class PixelErrorMetric(CumulativeIterationMetric):
         return torch.tensor(1.0 - value)
 
 
+class ClassOverlapMetric(CumulativeIterationMetric):
+    """Dice (or IoU) of ``classes`` of one-hot (B, C, H, W) predictions, by :func:`overlap_scores`' rule for empty
+    masks; ``aggregate`` is the mean over classes of each class's mean over samples: the evaluation report's
+    ``dice_<class>`` and ``mean_dice``."""
+
+    def __init__(self, classes: Sequence[int], score: str = "dice") -> None:
+        super().__init__()
+        if score not in ("dice", "iou"):
+            raise ValueError(f"unknown overlap score '{score}'; choose dice or iou")
+        self.classes, self.score = list(classes), score
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        dice, iou = overlap_scores(y_pred, y)
+        return (dice if self.score == "dice" else iou)[:, self.classes]
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        return torch.nanmean(torch.nanmean(self.get_buffer(), dim=0))
+
+
+class ClassOverlap(IgniteMetricHandler):
+    """Ignite handler of :class:`ClassOverlapMetric`, on the engine's one-hot ``pred`` and ``label``."""
+
+    def __init__(self, classes: Sequence[int], score: str = "dice",
+                 output_transform: Callable = from_engine(["pred", "label"])) -> None:
+        super().__init__(ClassOverlapMetric(classes, score), output_transform=output_transform, save_details=False)
+
+
 class ChallengeScore(IgniteMetricHandler):
     """Ignite handler of :class:`ChallengeScoreMetric`, e.g. ``validate#key_metric`` = V_rand."""
 
@@ -111,12 +139,11 @@ def class_index_output(output) -> tuple[torch.Tensor, torch.Tensor]:
 
 def key_metric(class_names: Sequence[str], interior_class: int | None = None, prefix: str = "val_") -> dict:
     """The metric that picks the best checkpoint: V_rand of a membrane task (``interior_class`` given), else
-    the mean Dice of the classes other than "background"."""
+    the mean Dice of the classes other than "background" (:class:`ClassOverlapMetric`)."""
     if interior_class is not None:
         return {f"{prefix}v_rand": ChallengeScore("v_rand", output_transform=channel_output(interior_class,
                                                                                              ["prob", "label"]))}
-    return {f"{prefix}mean_dice": MeanDice(include_background=class_names[0] != BACKGROUND,
-                                           output_transform=from_engine(["pred", "label"]))}
+    return {f"{prefix}mean_dice": ClassOverlap([c for c, name in enumerate(class_names) if name != BACKGROUND])}
 
 
 def validation_metrics(class_names: Sequence[str], interior_class: int | None = None, prefix: str = "val_") -> dict:
@@ -132,8 +159,7 @@ def validation_metrics(class_names: Sequence[str], interior_class: int | None = 
     for channel, name in enumerate(class_names):
         if name == BACKGROUND:
             continue
-        metrics[f"{prefix}dice_{name}"] = MeanDice(include_background=True, output_transform=channel_output(channel))
-        metrics[f"{prefix}iou_{name}"] = MeanIoUHandler(include_background=True,
-                                                        output_transform=channel_output(channel))
+        metrics[f"{prefix}dice_{name}"] = ClassOverlap([channel], "dice")
+        metrics[f"{prefix}iou_{name}"] = ClassOverlap([channel], "iou")
     metrics[f"{prefix}accuracy"] = Accuracy(output_transform=class_index_output)
     return metrics

@@ -74,28 +74,35 @@ def one_hot(classes: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(index, num_classes).permute(2, 0, 1)[None].float()
 
 
-def class_scores(prediction: np.ndarray, label: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
-    """Pixel accuracy, and Dice, IoU and 95% Hausdorff distance per class, of two (H, W) class-index maps.
+def overlap_scores(prediction: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C) Dice and IoU of one-hot (B, C, H, W) ``prediction`` and ``label`` (MONAI's metrics), with one rule for
+    empty masks: a class absent from both is NaN (left out of means, so empty masks do not inflate a summary), a
+    class predicted where the label has none scores 0. Validation and the evaluation report both score this way."""
+    from monai.metrics import compute_dice, compute_iou
 
-    Dice and IoU of a class absent from both maps are NaN (left out of means, so empty masks do not
-    inflate a summary); a class predicted where the label has none scores 0. HD95 is NaN unless the
-    class is in both maps.
-    """
-    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+    prediction, label = prediction.float(), label.float()
+    absent = (prediction.flatten(2).sum(-1) == 0) & (label.flatten(2).sum(-1) == 0)
+    dice = compute_dice(prediction, label, include_background=True, ignore_empty=False)
+    iou = compute_iou(prediction, label, include_background=True, ignore_empty=False)
+    return dice.masked_fill(absent, float("nan")), iou.masked_fill(absent, float("nan"))
+
+
+def class_scores(prediction: np.ndarray, label: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """Pixel accuracy, and Dice, IoU (:func:`overlap_scores`) and 95% Hausdorff distance per class, of two (H, W)
+    class-index maps. HD95 is NaN unless the class is in both maps."""
+    from monai.metrics import compute_hausdorff_distance
 
     n = len(class_names)
     p, t = one_hot(prediction, n), one_hot(label, n)
-    dice = compute_dice(p, t, include_background=True, ignore_empty=False)[0]
-    iou = compute_iou(p, t, include_background=True, ignore_empty=False)[0]
+    dice, iou = (scores[0] for scores in overlap_scores(p, t))
     with warnings.catch_warnings():  # MONAI warns for every class missing from one side; those are NaN below
         warnings.simplefilter("ignore")
         hd95 = compute_hausdorff_distance(p, t, include_background=True, percentile=95)[0]
     in_pred, in_label = p.sum((0, 2, 3)) > 0, t.sum((0, 2, 3)) > 0
     scores = {"accuracy": float((np.asarray(prediction) == np.asarray(label)).mean())}
     for c, name in enumerate(class_names):
-        present = bool(in_pred[c] or in_label[c])
-        scores[f"dice_{name}"] = float(dice[c]) if present else float("nan")
-        scores[f"iou_{name}"] = float(iou[c]) if present else float("nan")
+        scores[f"dice_{name}"] = float(dice[c])
+        scores[f"iou_{name}"] = float(iou[c])
         scores[f"hd95_{name}"] = float(hd95[c]) if in_pred[c] and in_label[c] else float("nan")
     return scores
 
