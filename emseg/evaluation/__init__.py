@@ -23,6 +23,8 @@ from emseg.evaluation.challenge import (
 from emseg.evaluation.metrics import (
     ChallengeScore,
     ChallengeScoreMetric,
+    ClassOverlap,
+    ClassOverlapMetric,
     PixelError,
     PixelErrorMetric,
     channel_output,
@@ -31,13 +33,21 @@ from emseg.evaluation.metrics import (
     validation_metrics,
 )
 from emseg.evaluation.report import EvaluationReport
-from emseg.evaluation.scores import StackScores, class_scores, one_hot, score_stack
+from emseg.evaluation.scores import (
+    StackScores,
+    class_scores,
+    one_hot,
+    overlap_scores,
+    score_stack,
+)
 
 __all__ = [
     "SCORE_NAMES",
     "THRESHOLDS",
     "ChallengeScore",
     "ChallengeScoreMetric",
+    "ClassOverlap",
+    "ClassOverlapMetric",
     "EvaluationReport",
     "PixelError",
     "PixelErrorMetric",
@@ -51,6 +61,7 @@ __all__ = [
     "ground_truth_segments",
     "key_metric",
     "one_hot",
+    "overlap_scores",
     "pixel_scores",
     "score_stack",
     "segmentation_scores",
