@@ -89,14 +89,16 @@ def test_an_evaluated_model_is_packed_with_its_own_scores(trained_unet, isbi_dir
     assert json.loads((summary.parent / "evaluation.json").read_text())["tta_transforms"] == [[0, False]]
 
 
-def test_the_scores_packed_are_those_without_test_time_augmentation(tmp_path):
+def test_the_scores_packed_are_those_on_test_slices_without_test_time_augmentation(tmp_path):
     """A packed or exported model runs without TTA: its scores come from an evaluation without it, even when an
-    evaluation with TTA is newer; with none such, the newest evaluation of those weights."""
-    def evaluation(name: str, digest: str, tta: list, age: int) -> None:
+    evaluation with TTA is newer; with none such, the newest evaluation of those weights. An evaluation on the
+    test split goes before a newer one on the validation split (whose slices chose the weights)."""
+    def evaluation(name: str, digest: str, tta: list, age: int, split: str = "test") -> None:
         folder = tmp_path / "eval" / name
         folder.mkdir(parents=True)
         (folder / "evaluation.json").write_text(json.dumps({"evaluation": name, "weights": {"sha256": digest},
-                                                            "tta_transforms": tta, "scores": {}}))
+                                                            "eval_split": split, "tta_transforms": tta,
+                                                            "scores": {}}))
         os.utime(folder / "evaluation.json", (1e9 + age, 1e9 + age))
 
     evaluation("plain", "a", [[0, False]], age=1)
@@ -107,6 +109,11 @@ def test_the_scores_packed_are_those_without_test_time_augmentation(tmp_path):
     evaluation("older-tta", "c", [[1, False]], age=0)
     assert evaluation_of(tmp_path, "c")["evaluation"] == "tta-only"
     assert evaluation_of(tmp_path, "d") is None
+    evaluation("test-tta", "e", [[1, False]], age=1)
+    evaluation("validation-plain", "e", [[0, False]], age=5, split="validation")
+    assert evaluation_of(tmp_path, "e")["evaluation"] == "test-tta"
+    evaluation("validation-only", "f", [[0, False]], age=1, split="validation")
+    assert evaluation_of(tmp_path, "f")["evaluation"] == "validation-only"
 
 
 def rewritten(packed: Path, folder: Path, member: str, change) -> Path:

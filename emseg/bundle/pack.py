@@ -132,8 +132,9 @@ def without_tta(evaluation: dict) -> bool:
 
 
 def evaluation_of(bundle_dir: Path, digest: str) -> dict | None:
-    """The ``eval/*/evaluation.json`` of the bundle that scored exactly the weights with sha256 ``digest``: the
-    newest without test-time augmentation (how a packed or exported model runs), else the newest."""
+    """The ``eval/*/evaluation.json`` of the bundle that scored exactly the weights with sha256 ``digest``: one on the
+    test split before one on another split (validation scores chose the weights), then one without test-time
+    augmentation (how a packed or exported model runs), then the newest."""
     found = []
     for path in (bundle_dir / "eval").glob("*/evaluation.json"):
         try:
@@ -141,8 +142,8 @@ def evaluation_of(bundle_dir: Path, digest: str) -> dict | None:
         except json.JSONDecodeError:
             continue
         if (record.get("weights") or {}).get("sha256") == digest:
-            found.append((without_tta(record), path.stat().st_mtime, record))
-    return max(found, key=lambda item: item[:2])[2] if found else None
+            found.append((record.get("eval_split", "test") == "test", without_tta(record), path.stat().st_mtime, record))
+    return max(found, key=lambda item: item[:3])[3] if found else None
 
 
 def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None, dict]:
