@@ -142,8 +142,9 @@ def evaluation_of(bundle_dir: Path, digest: str) -> dict | None:
         except json.JSONDecodeError:
             continue
         if (record.get("weights") or {}).get("sha256") == digest:
-            found.append((record.get("eval_split", "test") == "test", without_tta(record), path.stat().st_mtime, record))
-    return max(found, key=lambda item: item[:3])[3] if found else None
+            preference = (record.get("eval_split", "test") == "test", without_tta(record), path.stat().st_mtime)
+            found.append((preference, record))
+    return max(found, key=lambda item: item[0])[1] if found else None
 
 
 def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None, dict]:
