@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from emseg.engine.tracking import (
     EXPERIMENT_KIND,
@@ -49,6 +49,23 @@ def test_raising_run_is_failed(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         engine.run([0], max_epochs=1)
     assert _status(uri, "bad")[0].info.status == "FAILED"
+
+
+def test_an_evaluation_of_weights_trained_elsewhere_finishes_without_a_parent(tmp_path, caplog):
+    """A bundle copied to another lab carries its training run's MLflow id; that run is not in the new store. The
+    evaluation's run finishes with its scores, names the missing run in a warning and links to no parent."""
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    missing = "0" * 32
+    engine = Engine(lambda e, b: 0.5)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(dice=0.9))  # for the parent
+    MLflowTracker(tracking_uri=uri, experiment_name="exp", run_name="elsewhere", parent_run_id=missing,
+                  parent_prefix="test_", output_transform=lambda out: out, close_on_complete=True).attach(engine)
+    with caplog.at_level("WARNING", logger="emseg.engine.tracking"):
+        engine.run([0, 1], max_epochs=1)
+    run, _ = _status(uri, "elsewhere")
+    assert run.info.status == "FINISHED" and run.data.metrics["Loss"] == 0.5
+    assert "mlflow.parentRunId" not in run.data.tags
+    assert f"the training run {missing} is not in the MLflow store" in caplog.text
 
 
 def test_unique_run_names_and_env_override(tmp_path, monkeypatch):

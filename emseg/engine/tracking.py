@@ -213,6 +213,10 @@ class MLflowTracker(MLFlowHandler):
                             == EXPERIMENT_KIND)
         if self.run_dir:
             RunFolder(self.run_dir).update(mlflow_run_id=run_id, tracking_uri=self.client.tracking_uri)
+        if self.parent_run_id and not self._parent_in_store():
+            logger.warning("the training run %s is not in the MLflow store %s (the weights were trained elsewhere); "
+                           "this run's scores are logged to this run only", self.parent_run_id, self.client.tracking_uri)
+            self.parent_run_id = None
         if self.parent_run_id:
             self.client.set_tag(run_id, "mlflow.parentRunId", self.parent_run_id)
         for key, value in self.tags.items():
@@ -278,7 +282,18 @@ class MLflowTracker(MLFlowHandler):
             del params[key]
         super()._log_params(params)
 
+    def _parent_in_store(self) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(self.parent_run_id)
+        except MlflowException:
+            return False
+        return True
+
     def _log_to_parent(self, engine: Engine) -> None:
+        if not self.parent_run_id:  # not in this store (see start)
+            return
         metrics = {self.parent_prefix + k: float(v) for k, v in engine.state.metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for key, value in metrics.items():
