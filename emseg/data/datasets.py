@@ -156,7 +156,8 @@ def datalist(
     ``min_size`` (the training patch size): refuse slices smaller than it, which random crops cannot fill.
     """
     if part not in ("train", "validation", "test"):
-        raise ValueError(f"part must be train, validation or test, got {part!r}")
+        raise ValueError(f"the data part must be train, validation or test, got {part!r} (the bundle keys eval_split "
+                         f"and validation_split choose it; e.g. --eval_split test)")
     require_flag(download, "download")
     spec = get_dataset(dataset)
     chosen = dataset_classes(dataset, classes)
