@@ -12,10 +12,10 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss
+from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, SoftclDiceLoss
 from torch import nn
 
-LOSSES = ("ce", "dice", "dice_ce", "border_ce", "bce_jaccard")
+LOSSES = ("ce", "dice", "dice_ce", "dice_ce_cldice", "border_ce", "bce_jaccard")
 
 
 def _classes(target: torch.Tensor) -> torch.Tensor:
@@ -73,6 +73,28 @@ class _ClassChannel(nn.Module):
         return self.loss(logits, target[:, :1])
 
 
+class DiceCEclDice(nn.Module):
+    """Dice + cross-entropy plus ``weight`` x clDice of the membrane class (Shit et al. 2021).
+
+    clDice compares soft skeletons (MONAI's ``SoftclDiceLoss``): it falls where the predicted
+    membrane misses the true membrane's centre line (a gap that merges two cells) or draws a
+    centre line where there is no membrane (a split). ``iterations`` must reach the half-width of
+    the thin membranes where gaps occur (MONAI's default 3; 5 costs twice the time, 0.24 s against
+    0.13 s per batch of 8 256x256 patches on this CPU).
+    """
+
+    def __init__(self, weight: float = 0.5, iterations: int = 3) -> None:
+        super().__init__()
+        self.weight = weight
+        self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        self.cldice = SoftclDiceLoss(iter_=iterations)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        classes = target[:, :1]
+        membrane = torch.softmax(logits, dim=1)[:, :1]
+        return self.dice_ce(logits, classes) + self.weight * self.cldice(membrane, (classes == 0).to(membrane.dtype))
+
+
 def build_loss(name: str, deep_supervision_weights: Sequence[float] | None = None) -> nn.Module:
     """Loss ``name`` (one of :data:`LOSSES`); with ``deep_supervision_weights`` a weighted sum over
     the network's list of outputs (MONAI's DeepSupervisionLoss, which resizes the target to each head)."""
@@ -80,6 +102,7 @@ def build_loss(name: str, deep_supervision_weights: Sequence[float] | None = Non
         "ce": CrossEntropy,
         "dice": lambda: _ClassChannel(DiceLoss(to_onehot_y=True, softmax=True, batch=True)),
         "dice_ce": lambda: _ClassChannel(DiceCELoss(to_onehot_y=True, softmax=True, batch=True)),
+        "dice_ce_cldice": DiceCEclDice,
         "border_ce": BorderWeightedCrossEntropy,
         "bce_jaccard": BCEJaccardLoss,
     }

@@ -52,3 +52,19 @@ def test_deep_supervision_weights_each_head(target):
 def test_border_ce_needs_weight_channel(target):
     with pytest.raises(ValueError, match="weight map in target channel 1"):
         build_loss("border_ce")(perfect_logits(target), target[:, :1])
+
+
+def test_cldice_penalises_a_gap_more_than_a_thinner_membrane():
+    """Two predictions with the same 30 wrong pixels: one cuts the membrane (two cells merge), one
+    narrows it. Dice + CE cannot tell them apart; the clDice term must."""
+    target = torch.ones(1, 1, 64, 64)
+    target[..., 30:35] = 0  # a vertical membrane 5 px wide between two cells
+    gap, thinner = target.clone(), target.clone()
+    gap[..., 28:34, 30:35] = 1  # 6 rows x 5 columns of membrane predicted as interior
+    thinner[..., 0:30, 34] = 1  # 30 rows of the membrane's edge column
+    dice_ce, cldice = build_loss("dice_ce"), build_loss("dice_ce_cldice")
+    assert dice_ce(perfect_logits(gap), target).item() == pytest.approx(
+        dice_ce(perfect_logits(thinner), target).item(), rel=1e-5)
+    gap_penalty = cldice(perfect_logits(gap), target) - dice_ce(perfect_logits(gap), target)
+    thin_penalty = cldice(perfect_logits(thinner), target) - dice_ce(perfect_logits(thinner), target)
+    assert gap_penalty.item() > 2 * thin_penalty.item() + 0.01
