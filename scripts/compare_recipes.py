@@ -5,11 +5,11 @@
     python scripts/compare_recipes.py --bundles unet --recipes em:dice_ce keras:dice_ce unet:dice_ce
 
 Each bundle x recipe ``PRESET:LOSS`` x seed is trained with MONAI's CLI into its own checkpoint
-folder (``bundles/NAME/runs/compare/PRESET-LOSS-eEPOCHS-sSEED/``), evaluated on the test split with
+folder (``bundles/NAME/runs/compare/<run name>/``), evaluated on the test split with
 the bundle's evaluate.json without and with 8-fold TTA, and tracked in MLflow like any run. The table
 lists the network's parameters, wall-clock training time, the best validation V_rand (what selects
 the checkpoint) and the test scores; a second table gives mean ± standard deviation over the seeds.
-Extra ``--key value`` pairs after ``--`` go to training.
+Extra ``--key value`` pairs after ``--`` go to training and evaluation.
 """
 
 from __future__ import annotations
@@ -99,18 +99,21 @@ def main() -> None:
             preset, loss = recipe.split(":")
             for seed in opts.seeds:
                 name = f"{preset}-{loss}-e{opts.epochs}-s{seed}"
-                common = {"ckpt_dir": str(REPO_ROOT / "bundles" / bundle / "runs" / "compare" / name)}
+                run_name = unique_run_name(f"{bundle}-{name}")
+                # one folder per run: extra overrides (e.g. patch_size) do not enter `name`, so a folder per
+                # recipe would let one variant's promoted model replace another's
+                common = {"ckpt_dir": str(REPO_ROOT / "bundles" / bundle / "runs" / "compare" / run_name)}
                 if opts.dataset_dir:
                     common["dataset_dir"] = str(Path(opts.dataset_dir).resolve())
                 train = {**common, "augmentation": preset, "loss_name": loss, "seed": str(seed),
-                         "epochs": str(opts.epochs), "run_name": unique_run_name(f"{bundle}-{name}")}
+                         "epochs": str(opts.epochs), "run_name": run_name}
                 seconds = monai_run([configs / "train.json"], train, extra)
                 validation = best_validation(bundle, train["run_name"])
                 for tta in ("none", "all"):
                     evaluate_name = unique_run_name(f"{bundle}-{name}-evaluate")
                     monai_run([configs / "train.json", configs / "evaluate.json"],
                               {**common, "run_name": train["run_name"], "eval_name": evaluate_name,
-                               "tta_transforms": "all" if tta == "all" else "[[0,False]]"}, [])
+                               "tta_transforms": "all" if tta == "all" else "[[0,False]]"}, extra)
                     summary = json.loads((REPO_ROOT / "bundles" / bundle / "eval" / evaluate_name / "summary.json")
                                          .read_text())
                     results.append({"bundle": bundle, "recipe": recipe, "tta": tta, "minutes": seconds / 60,
