@@ -62,6 +62,11 @@ class BCEJaccardLoss(nn.Module):
         return bce - self.jaccard_weight * torch.log(jaccard)
 
 
+def _dice_ce() -> DiceCELoss:
+    """MONAI's Dice + cross-entropy over the batch, from logits and a class-index target."""
+    return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+
+
 class _ClassChannel(nn.Module):
     """Feed only target channel 0 to a MONAI loss (drops a weight-map channel if present)."""
 
@@ -86,7 +91,7 @@ class DiceCEclDice(nn.Module):
     def __init__(self, weight: float = 0.5, iterations: int = 3) -> None:
         super().__init__()
         self.weight = weight
-        self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        self.dice_ce = _dice_ce()
         self.cldice = SoftclDiceLoss(iter_=iterations)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -101,7 +106,7 @@ def build_loss(name: str, deep_supervision_weights: Sequence[float] | None = Non
     losses = {
         "ce": CrossEntropy,
         "dice": lambda: _ClassChannel(DiceLoss(to_onehot_y=True, softmax=True, batch=True)),
-        "dice_ce": lambda: _ClassChannel(DiceCELoss(to_onehot_y=True, softmax=True, batch=True)),
+        "dice_ce": lambda: _ClassChannel(_dice_ce()),
         "dice_ce_cldice": DiceCEclDice,
         "border_ce": BorderWeightedCrossEntropy,
         "bce_jaccard": BCEJaccardLoss,
