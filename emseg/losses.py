@@ -112,7 +112,8 @@ def build_loss(name: str, deep_supervision_weights: Sequence[float] | None = Non
         "bce_jaccard": BCEJaccardLoss,
     }
     if name not in losses:
-        raise ValueError(f"unknown loss '{name}'; choose from {', '.join(LOSSES)}")
+        raise ValueError(f"unknown loss '{name}'; choose from {', '.join(LOSSES)} "
+                         "(the bundle key loss_name chooses it, e.g. --loss_name dice_ce)")
     loss = losses[name]()
     if deep_supervision_weights is not None:
         loss = DeepSupervisionLoss(loss, weight_mode="exp", weights=list(deep_supervision_weights))

@@ -216,13 +216,18 @@ _PRESET_FUNCTIONS: dict[str, Callable[..., list]] = {
 }
 
 
+def _preset_function(name: str) -> Callable[..., list]:
+    if name not in _PRESET_FUNCTIONS:
+        raise ValueError(f"unknown augmentation preset '{name}'; choose from {', '.join(PRESETS)} "
+                         "(the bundle key augmentation chooses it, e.g. --augmentation unet)")
+    return _PRESET_FUNCTIONS[name]
+
+
 def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:
     """Size of the random crop that preset ``name`` (with its parameters ``kwargs``) turns into a ``patch_size``
     patch: larger on each side by :func:`elastic_margin` (``unet``) or :func:`affine_margin` (``em``), the
     context its deformations read, so that no padding enters the patch."""
-    if name not in _PRESET_FUNCTIONS:
-        raise ValueError(f"unknown augmentation preset '{name}'; choose from {', '.join(PRESETS)}")
-    defaults = {k: p.default for k, p in inspect.signature(_PRESET_FUNCTIONS[name]).parameters.items()}
+    defaults = {k: p.default for k, p in inspect.signature(_preset_function(name)).parameters.items()}
     value = {**defaults, **kwargs}.get
     if name == "unet":
         margin = [elastic_margin(value("sigma"))] * len(patch_size)
@@ -254,10 +259,8 @@ def augmentation(name: str, image_keys: Sequence[str] = ("image",), label_keys: 
                  weight_keys: Sequence[str] = (), **kwargs) -> list:
     """The transforms of preset ``name`` (one of :data:`PRESETS`) for the given keys; ``kwargs`` (``patch_size``
     and the preset's parameters) go to the preset function."""
-    if name not in _PRESET_FUNCTIONS:
-        raise ValueError(f"unknown augmentation preset '{name}'; choose from {', '.join(PRESETS)}")
     keys = PresetKeys(tuple(image_keys), tuple(label_keys), tuple(weight_keys))
-    return _PRESET_FUNCTIONS[name](keys=keys, **kwargs)
+    return _preset_function(name)(keys=keys, **kwargs)
 
 
 def border_weight_map(label: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:

@@ -249,6 +249,10 @@ def _unknown_augmentation(work, project, stack, isbi_dir):
     return training(project, isbi_dir, "--augmentation", "wobbly")
 
 
+def _unknown_loss(work, project, stack, isbi_dir):
+    return training(project, isbi_dir, "--loss_name", "dice_cldice")
+
+
 def _features_wrong_length(work, project, stack, isbi_dir):
     return training(project, isbi_dir) + ["--features", "[8,8]"]
 
@@ -320,6 +324,8 @@ MISTAKES = [
             r"isbi2012: slice isbi_000 is \(512, 512\), smaller than patch_size \[1024, 1024\]; lower --patch_size"),
     Mistake("unknown augmentation preset", _unknown_augmentation,
             r"unknown augmentation preset 'wobbly'; choose from none, keras, unet, em"),
+    Mistake("unknown loss", _unknown_loss, r"unknown loss 'dice_cldice'; choose from ce, dice, dice_ce, "
+            r"dice_ce_cldice, border_ce, bce_jaccard \(the bundle key loss_name chooses it"),
     Mistake("features of the wrong length", _features_wrong_length, r"BasicUNet.*features.*length|length.*features"),
     Mistake("augment preview with an unknown preset", _preview_unknown_augmentation,
             r"unknown augmentation preset 'wobbly'"),
