@@ -10,7 +10,8 @@ parameters):
   random displacements on a coarse 3x3 grid (10 px standard deviation), bicubic
   (:class:`ElasticDeformd`: the identity at zero strength, unlike MONAI's ``Rand2DElasticd``
   whose control-grid spacing also scales the image; it deforms a crop larger by
-  :func:`crop_size`'s margin and cuts the patch from its middle, so no padding enters it).
+  :func:`crop_size`'s margin and cuts the patch from its middle, so no padding enters it);
+  ``intensity=True`` adds the ``em`` preset's intensity transforms (:func:`intensity_transforms`).
 - ``em``: spatial (flips, 90-degree rotations, affine, mild elastic) plus intensity (gamma,
   contrast, noise, blur) for EM's varying staining; its crop is larger by the affine's reach
   at full rotation and scale (:func:`affine_margin`), so no padding enters the patch either.
@@ -177,13 +178,28 @@ def affine_margin(patch_size: Sequence[int], rotation_degrees: float, scale: flo
     return [max(elastic_margin(sigma), int(math.ceil(r - size / 2))) for r, size in zip(reach, patch_size)]
 
 
+def intensity_transforms(images: Sequence[str], gamma: tuple[float, float] = (0.7, 1.5), noise_std: float = 0.1) -> list:
+    """Random gamma, contrast, brightness, Gaussian noise and blur of ``images`` (normalised to zero mean, unit
+    variance), each on a fraction of samples: staining, section thickness and detector noise of other microscopes."""
+    images = list(images)
+    return [
+        RandAdjustContrastd(images, prob=0.3, gamma=gamma),
+        RandScaleIntensityd(images, factors=0.2, prob=0.3),
+        RandShiftIntensityd(images, offsets=0.2, prob=0.3),
+        RandGaussianNoised(images, prob=0.2, std=noise_std),
+        RandGaussianSmoothd(images, prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0)),
+    ]
+
+
 def unet_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), grid_points: int = 3,
-                sigma: float = 10.0, prob: float = 0.9) -> list:
+                sigma: float = 10.0, prob: float = 0.9, intensity: bool = False) -> list:
     """Flips, 90-degree rotations and elastic deformation on a coarse ``grid_points`` grid with
-    displacements drawn from N(0, ``sigma``) pixels (Ronneberger et al. 2015), bicubic for images."""
+    displacements drawn from N(0, ``sigma``) pixels (Ronneberger et al. 2015), bicubic for images;
+    ``intensity``: then :func:`intensity_transforms` too."""
     elastic = ElasticDeformd(keys.spatial()[0], sigma=sigma, grid_points=grid_points, prob=prob,
                              mode=keys.elastic_modes(), output_size=patch_size)
-    return [*_flips_and_rotations(keys.spatial()[0], rotate90=True), elastic]
+    return [*_flips_and_rotations(keys.spatial()[0], rotate90=True), elastic,
+            *(intensity_transforms(keys.image) if intensity else [])]
 
 
 def em_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), rotation_degrees: float = 20.0,
@@ -200,11 +216,7 @@ def em_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256,
         RandAffined(keys, prob=0.5, rotate_range=math.radians(rotation_degrees), scale_range=(scale, scale),
                     mode=modes, padding_mode="reflection"),
         ElasticDeformd(keys, sigma=elastic_sigma, prob=0.3, mode=elastic_modes, output_size=patch_size),
-        RandAdjustContrastd(images, prob=0.3, gamma=gamma),
-        RandScaleIntensityd(images, factors=0.2, prob=0.3),
-        RandShiftIntensityd(images, offsets=0.2, prob=0.3),
-        RandGaussianNoised(images, prob=0.2, std=noise_std),
-        RandGaussianSmoothd(images, prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0)),
+        *intensity_transforms(images, gamma=gamma, noise_std=noise_std),
     ]
 
 

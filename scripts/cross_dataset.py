@@ -2,7 +2,7 @@
 
     python scripts/cross_dataset.py --bundle bundles/unet --dataset_dir ../shared/data/epfl-hippocampus-multiclass
 
-Runs the bundle's own inference (MONAI's CLI, promoted weights, no TTA) on the EPFL test slices, then scores its
+Runs the bundle's own inference (MONAI's CLI, promoted weights or ``--run_name``'s, no TTA) on the EPFL test slices, then scores its
 membrane probability (channel 0 of an ISBI bundle) against the EPFL ``membranes`` masks, per slice, at threshold
 0.5 and at the threshold best over the slices together (the latter is an upper bound: it is chosen on the scored
 slices). No rescaling: ISBI pixels are 4 nm, EPFL's 5 nm.
@@ -33,6 +33,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default="bundles/unet")
     parser.add_argument("--dataset_dir", required=True, help="the EPFL data set (test/slices, test/membranes)")
+    parser.add_argument("--run_name", help="a training run's best weights instead of the bundle's promoted model")
     args = parser.parse_args()
     bundle = Path(args.bundle).resolve()
     items = datalist("epfl", args.dataset_dir, "test", None, None, None, 128, [1, 1], False)
@@ -43,7 +44,8 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
                         str(bundle / "configs" / "inference.json"), "--input_path",
                         str(Path(args.dataset_dir) / "test" / "slices"), "--output_path", str(output),
-                        "--output_channel", "0"], check=True)
+                        "--output_channel", "0", *(["--run_name", args.run_name] if args.run_name else [])],
+                       check=True)
         probability = read_volume(output)
     fixed = [dice(p > 0.5, t) for p, t in zip(probability, truth)]
     pooled = {float(t): dice(probability > t, truth) for t in THRESHOLDS}

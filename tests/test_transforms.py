@@ -182,3 +182,28 @@ def test_elastic_presets_crop_a_margin_of_three_sigma():
     assert crop_size("unet", (256, 128), sigma=4) == [280, 152]
     assert crop_size("em", (256, 256)) == [408, 408]  # and the affine's reach: see the test above
     assert crop_size("keras", (256, 256)) == crop_size("none", (256, 256)) == [256, 256]
+
+
+def test_unet_intensity_option_changes_image_values_only(isbi_volumes):
+    """``intensity`` appends gamma/contrast/noise/blur after the spatial transforms: with the same seed the
+    label and the geometry are those of the plain preset, and only some images' values change."""
+    crop = crop_size("unet", (96, 96))
+    image = isbi_volumes[0][3, :crop[0], :crop[1]].astype(np.float32)[None]
+    image = (image - image.mean()) / image.std()
+    label = (isbi_volumes[1][3, :crop[0], :crop[1]] > 0).astype(np.float32)[None]
+    plain = Compose(augmentation("unet", patch_size=(96, 96)))
+    with_intensity = Compose(augmentation("unet", patch_size=(96, 96), intensity=True))
+    changed = 0
+    for seed in range(12):
+        plain.set_random_state(seed)
+        with_intensity.set_random_state(seed)
+        a = plain({"image": torch.from_numpy(image.copy()), "label": torch.from_numpy(label.copy())})
+        b = with_intensity({"image": torch.from_numpy(image.copy()), "label": torch.from_numpy(label.copy())})
+        assert torch.equal(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
+        if not torch.equal(torch.as_tensor(a["image"]), torch.as_tensor(b["image"])):
+            changed += 1
+            # still the same picture, not a resampled one
+            correlation = np.corrcoef(np.asarray(a["image"]).ravel(), np.asarray(b["image"]).ravel())[0, 1]
+            assert correlation > 0.8, (seed, correlation)
+    # each of 5 transforms fires with probability 0.2-0.3: about 78% of samples change
+    assert 6 <= changed <= 11, changed
