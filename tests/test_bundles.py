@@ -38,6 +38,7 @@ TINY = {
     "batch_size": "2",
     "crops_per_slice": "2",
     "patch_size": "[64,64]",
+    "augmentation_params#sigma": "4",  # a preset parameter: a smaller elastic margin for 64x64 patches
     "download": "False",
 }
 # the width key of each bundle that makes it tiny (CE-Net's ResNet-34 has no width setting)
@@ -93,6 +94,7 @@ def test_training_writes_checkpoint_and_finished_mlflow_run(trained, elsewhere):
     assert run.info.status == "FINISHED"
     assert run.data.params["epochs"] == "2" and run.data.params["patch_size"] == "[64, 64]"
     assert run.data.params["dataset"] == "isbi2012" and run.data.params["classes"] == "membrane,interior"
+    assert run.data.params["augmentation"] == "unet" and run.data.params["augmentation_params"] == "{'sigma': 4}"
     for key, value in NETWORKS[name].items():
         assert run.data.params[key] == str(json.loads(value))
     history = client.get_metric_history(run.info.run_id, "val_v_rand")
