@@ -9,7 +9,8 @@ folder (``bundles/NAME/runs/compare/<run name>/``), evaluated on the test split 
 the bundle's evaluate.json without and with 8-fold TTA, and tracked in MLflow like any run. The table
 lists the network's parameters, wall-clock training time, the best validation V_rand (what selects
 the checkpoint) and the test scores; a second table gives mean ± standard deviation over the seeds.
-Extra ``--key value`` pairs after ``--`` go to training and evaluation.
+Extra ``--key value`` pairs after ``--`` go to training and evaluation. Precision and layout (``amp``,
+``channels_last``) are measured once per bundle and pinned for all its runs, so runs differ only by recipe and seed.
 """
 
 from __future__ import annotations
@@ -38,13 +39,32 @@ def monai_run(config_files: list[Path], overrides: dict[str, str], extra: list[s
     return time.perf_counter() - start
 
 
-def parameter_count(bundle: str) -> int:
-    """Parameters of the network a bundle's train.json builds with its defaults."""
+def bundle_config(bundle: str, extra: list[str]):
+    """The bundle's train.json with the extra ``--key value`` overrides applied (values read as the CLI reads them)."""
+    from fire.parser import DefaultParseValue
+
     from emseg.bundle.paths import load_config
 
-    network = load_config(REPO_ROOT / "bundles" / bundle / "configs" / "train.json").get_parsed_content(
-        "network_def")
-    return sum(p.numel() for p in network.parameters())
+    config = load_config(REPO_ROOT / "bundles" / bundle / "configs" / "train.json")
+    for key, value in zip(extra[::2], extra[1::2]):
+        config[key.lstrip("-")] = DefaultParseValue(value)
+    return config
+
+
+def parameter_count(config) -> int:
+    """Parameters of the network a bundle config builds."""
+    return sum(p.numel() for p in config.get_parsed_content("network_def").parameters())
+
+
+def pinned_settings(config, extra: list[str]) -> dict[str, str]:
+    """``amp`` and ``channels_last`` measured once for the whole comparison (unless given in ``extra``), so every
+    run computes with the same arithmetic: measured per run, a timing blip changes one run's layout and with it
+    its whole trajectory, a difference that is not the recipe's."""
+    given = {key.lstrip("-") for key in extra[::2]}
+    if {"amp", "channels_last"} <= given:
+        return {}
+    settings = config.get_parsed_content("settings")
+    return {key: str(getattr(settings, key)) for key in ("amp", "channels_last") if key not in given}
 
 
 def best_validation(bundle: str, run_name: str, metric: str = "val_v_rand") -> float:
@@ -94,7 +114,10 @@ def main() -> None:
     results = []
     for bundle in opts.bundles:
         configs = REPO_ROOT / "bundles" / bundle / "configs"
-        params = parameter_count(bundle)
+        config = bundle_config(bundle, extra)
+        params = parameter_count(config)
+        pinned = pinned_settings(config, extra)
+        print(f"{bundle}: every run with {pinned or 'the given amp and channels_last'}", file=sys.stderr, flush=True)
         for recipe in opts.recipes:
             preset, loss = recipe.split(":")
             for seed in opts.seeds:
@@ -102,7 +125,7 @@ def main() -> None:
                 run_name = unique_run_name(f"{bundle}-{name}")
                 # one folder per run: extra overrides (e.g. patch_size) do not enter `name`, so a folder per
                 # recipe would let one variant's promoted model replace another's
-                common = {"ckpt_dir": str(REPO_ROOT / "bundles" / bundle / "runs" / "compare" / run_name)}
+                common = {"ckpt_dir": str(REPO_ROOT / "bundles" / bundle / "runs" / "compare" / run_name), **pinned}
                 if opts.dataset_dir:
                     common["dataset_dir"] = str(Path(opts.dataset_dir).resolve())
                 train = {**common, "augmentation": preset, "loss_name": loss, "seed": str(seed),

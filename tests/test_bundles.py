@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 from conftest import (
     REPO_ROOT,
     config,
@@ -286,3 +287,21 @@ def test_a_copied_bundle_folder_runs_on_its_own_and_takes_nested_overrides(tmp_p
     masks = tifffile.imread(bundle / "eval" / "classes.tif")
     assert masks.shape == (3, 512, 512) and set(np.unique(masks).tolist()) <= {0, 1}
     assert list(cwd.iterdir()) == []
+
+
+def test_same_seed_and_pinned_precision_give_identical_weights(tmp_path, isbi_dir):
+    """Two trainings with one seed and ``amp``/``channels_last`` given (not measured) end with the same weights, bit
+    for bit: what makes scripts/compare_recipes.py's runs differ only by recipe and seed."""
+    project = copy_bundles(tmp_path / "project", ["unet"])
+    runs = project / "bundles" / "unet" / "runs"
+    for name in ("first", "second"):
+        train_bundle(project, "unet", tiny("unet", dataset_dir=str(isbi_dir), amp="True", channels_last="True",
+                                          run_name=name, register_model="False"), cwd=tmp_path)
+    first, second = (torch.load(runs / name / "checkpoint_last.pt", weights_only=False) for name in ("first", "second"))
+    for part in ("model", "weight_average"):
+        assert first[part].keys() == second[part].keys()
+        for key, value in first[part].items():
+            if torch.is_tensor(value):
+                assert torch.equal(value, second[part][key]), (part, key)
+    _, found = mlflow_runs(project, "emseg-unet")
+    assert {(r.data.params["amp"], r.data.params["channels_last"]) for r in found} == {("True", "True")}
