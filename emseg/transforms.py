@@ -196,6 +196,9 @@ def unet_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (25
     """Flips, 90-degree rotations and elastic deformation on a coarse ``grid_points`` grid with
     displacements drawn from N(0, ``sigma``) pixels (Ronneberger et al. 2015), bicubic for images;
     ``intensity``: then :func:`intensity_transforms` too."""
+    if not isinstance(intensity, bool):
+        raise ValueError(f"augmentation_params: intensity must be True or False, got {intensity!r} "
+                         "(e.g. --augmentation_params#intensity True)")
     elastic = ElasticDeformd(keys.spatial()[0], sigma=sigma, grid_points=grid_points, prob=prob,
                              mode=keys.elastic_modes(), output_size=patch_size)
     return [*_flips_and_rotations(keys.spatial()[0], rotate90=True), elastic,
@@ -228,18 +231,29 @@ _PRESET_FUNCTIONS: dict[str, Callable[..., list]] = {
 }
 
 
-def _preset_function(name: str) -> Callable[..., list]:
+def _preset_function(name: str, parameters: Mapping | None = None) -> Callable[..., list]:
+    """Preset ``name``'s function, once ``name`` and the names of its ``parameters`` are known to be right."""
     if name not in _PRESET_FUNCTIONS:
         raise ValueError(f"unknown augmentation preset '{name}'; choose from {', '.join(PRESETS)} "
                          "(the bundle key augmentation chooses it, e.g. --augmentation unet)")
-    return _PRESET_FUNCTIONS[name]
+    function = _PRESET_FUNCTIONS[name]
+    accepted = {key: p.default for key, p in inspect.signature(function).parameters.items()
+                if key not in ("keys", "patch_size") and p.kind is not p.VAR_KEYWORD}
+    unknown = sorted(set(parameters or ()) - set(accepted) - {"patch_size"})
+    if unknown:
+        example = next(iter(accepted.items()), None)
+        raise ValueError(f"augmentation preset '{name}' has no parameter '{unknown[0]}'; "
+                         + (f"it takes {', '.join(accepted)} (the bundle key augmentation_params passes them, "
+                            f"e.g. --augmentation_params#{example[0]} {example[1]})" if example
+                            else "it takes none (leave augmentation_params empty)"))
+    return function
 
 
 def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:
     """Size of the random crop that preset ``name`` (with its parameters ``kwargs``) turns into a ``patch_size``
     patch: larger on each side by :func:`elastic_margin` (``unet``) or :func:`affine_margin` (``em``), the
     context its deformations read, so that no padding enters the patch."""
-    defaults = {k: p.default for k, p in inspect.signature(_preset_function(name)).parameters.items()}
+    defaults = {k: p.default for k, p in inspect.signature(_preset_function(name, kwargs)).parameters.items()}
     value = {**defaults, **kwargs}.get
     if name == "unet":
         margin = [elastic_margin(value("sigma"))] * len(patch_size)
@@ -272,7 +286,7 @@ def augmentation(name: str, image_keys: Sequence[str] = ("image",), label_keys: 
     """The transforms of preset ``name`` (one of :data:`PRESETS`) for the given keys; ``kwargs`` (``patch_size``
     and the preset's parameters) go to the preset function."""
     keys = PresetKeys(tuple(image_keys), tuple(label_keys), tuple(weight_keys))
-    return _preset_function(name)(keys=keys, **kwargs)
+    return _preset_function(name, kwargs)(keys=keys, **kwargs)
 
 
 def border_weight_map(label: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:

@@ -249,6 +249,14 @@ def _unknown_augmentation(work, project, stack, isbi_dir):
     return training(project, isbi_dir, "--augmentation", "wobbly")
 
 
+def _misspelt_preset_parameter(work, project, stack, isbi_dir):
+    return training(project, isbi_dir, "--augmentation_params#intensty", "True")
+
+
+def _intensity_not_a_bool(work, project, stack, isbi_dir):
+    return training(project, isbi_dir, "--augmentation_params#intensity", "maybe")
+
+
 def _unknown_loss(work, project, stack, isbi_dir):
     return training(project, isbi_dir, "--loss_name", "dice_cldice")
 
@@ -324,6 +332,11 @@ MISTAKES = [
             r"isbi2012: slice isbi_000 is \(512, 512\), smaller than patch_size \[1024, 1024\]; lower --patch_size"),
     Mistake("unknown augmentation preset", _unknown_augmentation,
             r"unknown augmentation preset 'wobbly'; choose from none, keras, unet, em"),
+    Mistake("misspelt augmentation parameter", _misspelt_preset_parameter,
+            r"augmentation preset 'unet' has no parameter 'intensty'; it takes grid_points, sigma, prob, intensity "
+            r"\(the bundle key augmentation_params passes them"),
+    Mistake("intensity that is not a bool", _intensity_not_a_bool,
+            r"augmentation_params: intensity must be True or False, got 'maybe'"),
     Mistake("unknown loss", _unknown_loss, r"unknown loss 'dice_cldice'; choose from ce, dice, dice_ce, "
             r"dice_ce_cldice, border_ce, bce_jaccard \(the bundle key loss_name chooses it"),
     Mistake("features of the wrong length", _features_wrong_length, r"BasicUNet.*features.*length|length.*features"),
