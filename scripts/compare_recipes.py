@@ -35,7 +35,8 @@ def monai_run(config_files: list[Path], overrides: dict[str, str], extra: list[s
     for key, value in overrides.items():
         args += [f"--{key}", value]
     start = time.perf_counter()
-    subprocess.run(args + extra, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+    if subprocess.run(args + extra, cwd=REPO_ROOT, stdout=subprocess.DEVNULL).returncode:
+        sys.exit(1)  # the workflow's own last line (stderr) said what was wrong
     return time.perf_counter() - start
 
 
