@@ -178,7 +178,8 @@ def affine_margin(patch_size: Sequence[int], rotation_degrees: float, scale: flo
     return [max(elastic_margin(sigma), int(math.ceil(r - size / 2))) for r, size in zip(reach, patch_size)]
 
 
-def intensity_transforms(images: Sequence[str], gamma: tuple[float, float] = (0.7, 1.5), noise_std: float = 0.1) -> list:
+def intensity_transforms(images: Sequence[str], gamma: tuple[float, float] = (0.7, 1.5),
+                         noise_std: float = 0.1) -> list:
     """Random gamma, contrast, brightness, Gaussian noise and blur of ``images`` (normalised to zero mean, unit
     variance), each on a fraction of samples: staining, section thickness and detector noise of other microscopes."""
     images = list(images)
