@@ -42,7 +42,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "membrane.tif"
         command = [sys.executable, "-m", "monai.bundle", "run",
-                   "--config_file", str(bundle / "configs" / "inference.json"), "--input_path", str(Path(args.dataset_dir) / "test" / "slices"), "--output_path", str(output),
+                   "--config_file", str(bundle / "configs" / "inference.json"),
+                   "--input_path", str(Path(args.dataset_dir) / "test" / "slices"), "--output_path", str(output),
                    "--output_channel", "0", *(["--run_name", args.run_name] if args.run_name else [])]
         inference = subprocess.run(command)
         if inference.returncode:  # its own last line said what was wrong
