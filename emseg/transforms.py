@@ -197,9 +197,6 @@ def unet_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (25
     """Flips, 90-degree rotations and elastic deformation on a coarse ``grid_points`` grid with
     displacements drawn from N(0, ``sigma``) pixels (Ronneberger et al. 2015), bicubic for images;
     ``intensity``: then :func:`intensity_transforms` too."""
-    if not isinstance(intensity, bool):
-        raise ValueError(f"augmentation_params: intensity must be True or False, got {intensity!r} "
-                         "(e.g. --augmentation_params#intensity True)")
     elastic = ElasticDeformd(keys.spatial()[0], sigma=sigma, grid_points=grid_points, prob=prob,
                              mode=keys.elastic_modes(), output_size=patch_size)
     return [*_flips_and_rotations(keys.spatial()[0], rotate90=True), elastic,
@@ -247,7 +244,24 @@ def _preset_function(name: str, parameters: Mapping | None = None) -> Callable[.
                          + (f"it takes {', '.join(accepted)} (the bundle key augmentation_params passes them, "
                             f"e.g. --augmentation_params#{example[0]} {example[1]})" if example
                             else "it takes none (leave augmentation_params empty)"))
+    for key, value in (parameters or {}).items():
+        _check_preset_value(key, value, accepted.get(key))
     return function
+
+
+def _check_preset_value(key: str, value, default) -> None:
+    """A preset parameter given in the config has its default's kind: True/False for a switch, a number not below 0
+    for a strength, rate or size (MONAI's CLI passes what it cannot read as a number or a bool as text)."""
+    if isinstance(default, bool):
+        problem = None if isinstance(value, bool) else "must be True or False"
+    elif isinstance(default, (int, float)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        problem = None if number and value >= 0 else "must be a number not below 0"
+    else:
+        return
+    if problem:
+        raise ValueError(f"augmentation_params: {key} {problem}, got {value!r} "
+                         f"(e.g. --augmentation_params#{key} {default})")
 
 
 def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:

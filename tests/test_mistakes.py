@@ -257,6 +257,10 @@ def _intensity_not_a_bool(work, project, stack, isbi_dir):
     return training(project, isbi_dir, "--augmentation_params#intensity", "maybe")
 
 
+def _elastic_sigma_not_a_number(work, project, stack, isbi_dir):
+    return training(project, isbi_dir, "--augmentation_params#sigma", "five")
+
+
 def _unknown_loss(work, project, stack, isbi_dir):
     return training(project, isbi_dir, "--loss_name", "dice_cldice")
 
@@ -337,6 +341,8 @@ MISTAKES = [
             r"\(the bundle key augmentation_params passes them"),
     Mistake("intensity that is not a bool", _intensity_not_a_bool,
             r"augmentation_params: intensity must be True or False, got 'maybe'"),
+    Mistake("elastic sigma that is not a number", _elastic_sigma_not_a_number,
+            r"augmentation_params: sigma must be a number not below 0, got 'five' \(e\.g\. --augmentation_params#sigma 10"),
     Mistake("unknown loss", _unknown_loss, r"unknown loss 'dice_cldice'; choose from ce, dice, dice_ce, "
             r"dice_ce_cldice, border_ce, bce_jaccard \(the bundle key loss_name chooses it"),
     Mistake("features of the wrong length", _features_wrong_length, r"BasicUNet.*features.*length|length.*features"),
