@@ -160,8 +160,8 @@ def _tune_postprocess(args: argparse.Namespace) -> int:
     from emseg.bundle.render import read_recipe
     from emseg.segmentation import InstanceParams
     from emseg.segmentation.tuning import (
-        baseline_score,
         best_instance_params,
+        challenge_baseline,
         log_study,
         save_to_bundle,
         tune_instances,
@@ -172,9 +172,9 @@ def _tune_postprocess(args: argparse.Namespace) -> int:
     interior, truth, info = validation_probabilities(args.bundle, args.run_name, args.split, _set_values(args.set))
     print(f"tuning on {len(truth)} {args.split} slices predicted with {info['checkpoint']}: {args.trials} trials")
     study = tune_instances(interior, truth, args.trials, args.score, args.seed, base)
-    params, baseline = best_instance_params(study, base), baseline_score(study)
+    params, baseline = best_instance_params(study, base), challenge_baseline(interior, truth, args.score)
     run_id = log_study(study, params, info, args.score, baseline)
-    print(f"best {args.score} {study.best_value:.4f} (probability map at its best threshold: {baseline:.4f}) with "
+    print(f"best {args.score} {study.best_value:.4f} (the probability map's challenge score: {baseline:.4f}) with "
           f"{params.as_dict()}; MLflow run {run_id}")
     if args.dry_run:
         print("--dry-run: the bundle is unchanged")
@@ -376,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(Optuna), write them to the bundle, log to MLflow")
     tune.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
     tune.add_argument("--run_name", default=None, help="tune for this run's best model (default: the promoted one)")
-    tune.add_argument("--trials", type=int, default=60, help="trials; the first 9 are the challenge's thinning at "
-                                                             "thresholds 0.1..0.9")
+    tune.add_argument("--trials", type=int, default=60, help="trials; the first 9 are the components-and-lines "
+                                                             "watershed at thresholds 0.1..0.9")
     tune.add_argument("--score", choices=SCORES, default="v_rand")
     tune.add_argument("--split", default="validation", help="the data split to tune on (never test)")
     tune.add_argument("--seed", type=int, default=0)

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EMSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 ISBI_DIR = SHARED_DATA / "isbi2012"
 EPFL_DIR = SHARED_DATA / "epfl-hippocampus-multiclass"
+REFERENCE_SCORES_DIR = SHARED_DATA / "isbi2012-reference-scores"
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,21 @@ def isbi_volumes(isbi_dir) -> tuple[np.ndarray, np.ndarray]:
     import tifffile
 
     return tifffile.imread(isbi_dir / "train-volume.tif"), tifffile.imread(isbi_dir / "train-labels.tif")
+
+
+@pytest.fixture(scope="session")
+def reference_scores() -> dict:
+    """The ISBI challenge's own scores (Fiji's code) of four probability maps of training slices 25-29: the
+    parsed fiji_scores.json, with each map's file as an absolute path."""
+    import json
+
+    path = REFERENCE_SCORES_DIR / "fiji_scores.json"
+    if not path.is_file():
+        pytest.fail(f"{path} not found; set EMSEG_SHARED_DATA to the shared data folder")
+    reference = json.loads(path.read_text())
+    for entry in reference["maps"].values():
+        entry["file"] = REFERENCE_SCORES_DIR / entry["file"]
+    return reference
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import tifffile
 from scipy import ndimage
 
 from emseg.evaluation import challenge_scores, ground_truth_segments
+from emseg.evaluation.thinning import fiji_thinning
 from emseg.evaluation.scores import instance_scores
 from emseg.segmentation import (
     InstanceParams,
@@ -24,8 +25,8 @@ from emseg.segmentation import (
 )
 from emseg.segmentation.tuning import (
     BASELINE_THRESHOLDS,
-    baseline_score,
     best_instance_params,
+    challenge_baseline,
     tune_instances,
 )
 
@@ -137,14 +138,17 @@ def test_splits_and_merges_show_in_the_matching_scores(isbi_volumes):
     assert split["vi_split"] > 0.5 and merged["vi_merge"] > 1.0
 
 
-def test_tuning_starts_from_the_best_threshold_and_never_ends_below_it(isbi_volumes):
+def test_tuning_starts_from_the_threshold_trials_and_reports_the_challenge_score(isbi_volumes):
     labels = isbi_volumes[1][:2, :192, :192]
     probability = noisy_probability(labels)
     study = tune_instances(list(probability), list(labels), trials=len(BASELINE_THRESHOLDS) + 4, seed=0)
-    per_threshold = np.mean([challenge_scores(p, t, BASELINE_THRESHOLDS)[:, 0] for p, t in zip(probability, labels)],
-                            axis=0)
-    assert baseline_score(study) == pytest.approx(per_threshold.max(), abs=1e-12)
-    assert study.best_value >= baseline_score(study) and len(study.trials) == 13
+    first = [t.params for t in study.trials[:len(BASELINE_THRESHOLDS)]]
+    assert [p["threshold"] for p in first] == list(BASELINE_THRESHOLDS)
+    assert all(p["seeds"] == "components" and p["lines"] for p in first)
+    assert study.best_value >= max(t.value for t in study.trials[:len(BASELINE_THRESHOLDS)])
+    assert len(study.trials) == 13
+    per_threshold = np.mean([challenge_scores(p, t)[:, 0] for p, t in zip(probability, labels)], axis=0)
+    assert challenge_baseline(list(probability), list(labels)) == pytest.approx(per_threshold.max(), abs=1e-12)
     best = best_instance_params(study, InstanceParams(mode="3d"))
     assert best.mode == "3d" and best.as_dict().items() >= {k: v for k, v in study.best_params.items()
                                                              if k != "h" or best.seeds == "distance"}.items()
@@ -169,21 +173,29 @@ def test_object_table_measures_in_physical_units():
 
 
 def test_instance_score_of_labels_equals_the_probability_score_at_their_threshold(isbi_volumes, tmp_path):
-    """emseg segment at threshold t, then emseg evaluate of the labels = emseg evaluate of the map at t."""
+    """The challenge's cells of a map at threshold t (Fiji's thinning), scored as a label image by emseg evaluate,
+    score what emseg evaluate gives the map at t; emseg segment's probability-guided cells are another procedure."""
     labels = isbi_volumes[1][:2, :256, :256]
-    tifffile.imwrite(tmp_path / "prob.tif", noisy_probability(labels, seed=1))
+    probability = noisy_probability(labels, seed=1)
+    tifffile.imwrite(tmp_path / "prob.tif", probability)
     tifffile.imwrite(tmp_path / "gt.tif", labels)
+    tifffile.imwrite(tmp_path / "challenge-cells.tif", np.stack([fiji_thinning(p, 0.4) for p in probability])
+                     .astype(np.uint16))
     emseg("segment", str(tmp_path / "prob.tif"), str(tmp_path / "cells.tif"), "--threshold", "0.4", "--lines")
     cells = tifffile.imread(tmp_path / "cells.tif")
     assert cells.dtype == np.uint16 and cells.shape == labels.shape  # uint32 labels that fit ImageJ's 16 bits
-    emseg("evaluate", str(tmp_path / "cells.tif"), str(tmp_path / "gt.tif"), "--output", str(tmp_path / "inst"))
+    emseg("evaluate", str(tmp_path / "challenge-cells.tif"), str(tmp_path / "gt.tif"), "--output",
+          str(tmp_path / "inst"))
+    emseg("evaluate", str(tmp_path / "cells.tif"), str(tmp_path / "gt.tif"), "--output", str(tmp_path / "guided"))
     emseg("evaluate", str(tmp_path / "prob.tif"), str(tmp_path / "gt.tif"), "--output", str(tmp_path / "prob"))
     instances = json.loads((tmp_path / "inst" / "summary.json").read_text())
+    guided = json.loads((tmp_path / "guided" / "summary.json").read_text())
     sweep = json.loads((tmp_path / "prob" / "summary.json").read_text())
     at = sweep["thresholds"].index(0.4)
-    assert instances["scored_as"] == "instances"
+    assert instances["scored_as"] == guided["scored_as"] == "instances"
     for score in ("v_rand", "v_rand_split", "v_rand_merge", "v_info"):
         assert instances[score] == pytest.approx(sweep["per_threshold"][score][at], abs=1e-12)
+    assert guided["v_rand"] != pytest.approx(instances["v_rand"], abs=1e-6)  # lines along the probability valley
     rows = list(csv.DictReader(open(tmp_path / "inst" / "metrics.csv")))
     assert len(rows) == 2 and {"adapted_rand_error", "vi_split", "vi_merge"} <= set(rows[0])
 

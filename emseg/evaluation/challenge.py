@@ -1,21 +1,28 @@
-"""The ISBI 2012 challenge scores: foreground-restricted Rand and information F-scores after border thinning.
+"""The ISBI 2012 challenge scores, computed as the challenge's own code computes them.
 
-Procedure (Arganda-Carreras et al. 2015, Front. Neuroanat. 9:142; Fiji's
-Trainable Segmentation metrics), for a probability map of cell interior
-(1 = interior) and a binary ground truth (1 = interior, 0 = membrane):
+The challenge ranked entries with Fiji's Trainable Segmentation metrics,
+``RandError.getMaximalVRandAfterThinning(0.0, 1.0, 0.1, true)`` and
+``VariationOfInformation.getMaximalVInfoAfterThinning(0.0, 1.0, 0.1)`` (Arganda-Carreras et al. 2015,
+Front. Neuroanat. 9:142). For a probability map of cell interior (1 = interior) and a binary ground truth
+(non-zero = interior, 0 = membrane):
 
-1. For each threshold t in 0.0, 0.1, ..., 1.0: interior = probability > t.
-2. Label the interior 4-connected and grow the labels with a watershed
-   (scikit-image, ``watershed_line=True``) on the membrane probability, so
-   cells end up separated by 1-pixel lines ("border thinning").
-3. Ground-truth segments are the 4-connected components of its interior; only
-   ground-truth foreground pixels are scored.
-4. Proposal line pixels (label 0) count as singletons, one segment each.
-5. V_rand = F-score of the Rand split and merge scores, V_info = F-score of
-   the information split and merge scores.
+1. Thresholds start at 0.0 and grow by repeated addition of 0.1 while they are <= 1.0, as Fiji's loop does
+   (:data:`THRESHOLDS`: 0.30000000000000004, ..., 0.9999999999999999; a pixel of probability exactly 1.0 is
+   interior at the last one).
+2. Per slice and threshold t, the proposal ``probability > t`` is thinned by Fiji's binary watershed
+   (:func:`emseg.evaluation.thinning.fiji_thinning`): its interior components flood the membrane band, leaving
+   1-pixel lines (label 0).
+3. Ground-truth segments are the 4-connected components of its interior; only ground-truth foreground pixels
+   are scored, and proposal line pixels count as singletons, one segment each.
+4. V_rand is the F-score of the Rand split and merge scores, V_info that of the information split and merge
+   scores (:func:`segmentation_scores`).
+5. A stack's score at t is the mean of its slices' F-scores (macro average); the reported score is the best
+   mean over thresholds.
 
-Per slice, every threshold is scored; a stack's score is the mean over slices
-at the threshold that maximises it.
+``fiji_scores.json`` in the shared ISBI reference-score folder holds what the Java code gives four maps;
+the test suite reproduces every number of it. The probability-guided watershed of
+:mod:`emseg.segmentation.instances` makes better cells but is a different procedure: its scores are never called
+the challenge's.
 """
 
 from __future__ import annotations
@@ -27,7 +34,19 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-THRESHOLDS = np.round(np.linspace(0.0, 1.0, 11), 1)
+from emseg.evaluation.thinning import fiji_thinning
+
+
+def fiji_thresholds(start: float = 0.0, stop: float = 1.0, step: float = 0.1) -> np.ndarray:
+    """Thresholds as Fiji's ``for (th = start; th <= stop; th += step)`` visits them (accumulated in doubles)."""
+    values, threshold = [], float(start)
+    while threshold <= stop:
+        values.append(threshold)
+        threshold += step
+    return np.array(values, dtype=np.float64)
+
+
+THRESHOLDS = fiji_thresholds()
 SCORE_NAMES = ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split", "v_info_merge")
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -39,11 +58,9 @@ def ground_truth_segments(label: np.ndarray) -> np.ndarray:
 
 
 def thinned_segmentation(probability: np.ndarray, threshold: float) -> np.ndarray:
-    """Cells of ``probability > threshold``, grown by watershed until 1-pixel lines (label 0) separate them: the
-    instance segmentation of :mod:`emseg.segmentation` with the challenge's settings."""
-    from emseg.segmentation.instances import InstanceParams, segment_slice
-
-    return segment_slice(probability, InstanceParams(threshold=float(threshold), seeds="components", lines=True))
+    """The proposal segments the challenge scores at ``threshold``: cells of ``probability > threshold``
+    separated by the 1-pixel lines (label 0) of Fiji's binary watershed (:func:`fiji_thinning`)."""
+    return fiji_thinning(probability, threshold)
 
 
 def _sequential(labels: np.ndarray) -> np.ndarray:
