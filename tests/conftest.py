@@ -18,6 +18,13 @@ ISBI_DIR = SHARED_DATA / "isbi2012"
 EPFL_DIR = SHARED_DATA / "epfl-hippocampus-multiclass"
 REFERENCE_SCORES_DIR = SHARED_DATA / "isbi2012-reference-scores"
 
+# One precision-choice cache for the whole session (the trainings and inferences the tests start inherit it), never
+# the user's own: the first tiny training measures, the others reuse its choice as on a lab's machine.
+if "EMSEG_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["EMSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="emseg-test-cache-")
+
 
 @pytest.fixture(scope="session")
 def isbi_dir() -> Path:

@@ -289,14 +289,18 @@ def test_a_copied_bundle_folder_runs_on_its_own_and_takes_nested_overrides(tmp_p
     assert list(cwd.iterdir()) == []
 
 
-def test_same_seed_and_pinned_precision_give_identical_weights(tmp_path, isbi_dir):
-    """Two trainings with one seed and ``amp``/``channels_last`` given (not measured) end with the same weights, bit
-    for bit: what makes scripts/compare_recipes.py's runs differ only by recipe and seed."""
+def test_same_seed_and_default_settings_give_identical_weights(tmp_path, isbi_dir, monkeypatch):
+    """Two trainings with one seed and the default ``auto`` precision and layout end with the same weights, bit for
+    bit: the first measures and keeps its choice for this machine, the second takes it; each records it in run.json."""
+    monkeypatch.setenv("EMSEG_CACHE_DIR", str(tmp_path / "cache"))
     project = copy_bundles(tmp_path / "project", ["unet"])
     runs = project / "bundles" / "unet" / "runs"
     for name in ("first", "second"):
-        train_bundle(project, "unet", tiny("unet", dataset_dir=str(isbi_dir), amp="True", channels_last="True",
-                                          run_name=name, register_model="False"), cwd=tmp_path)
+        train_bundle(project, "unet", tiny("unet", dataset_dir=str(isbi_dir), run_name=name, register_model="False"),
+                     cwd=tmp_path)
+    records = [json.loads((runs / name / "run.json").read_text())["settings"] for name in ("first", "second")]
+    assert [r["source"] for r in records] == ["measured", "cached"]
+    assert (records[0]["amp"], records[0]["channels_last"]) == (records[1]["amp"], records[1]["channels_last"])
     first, second = (torch.load(runs / name / "checkpoint_last.pt", weights_only=False) for name in ("first", "second"))
     for part in ("model", "weight_average"):
         assert first[part].keys() == second[part].keys()
@@ -304,4 +308,5 @@ def test_same_seed_and_pinned_precision_give_identical_weights(tmp_path, isbi_di
             if torch.is_tensor(value):
                 assert torch.equal(value, second[part][key]), (part, key)
     _, found = mlflow_runs(project, "emseg-unet")
-    assert {(r.data.params["amp"], r.data.params["channels_last"]) for r in found} == {("True", "True")}
+    assert len({(r.data.params["amp"], r.data.params["channels_last"]) for r in found}) == 1
+    assert len({r.data.metrics["train_loss"] for r in found}) == 1

@@ -4,6 +4,7 @@ reduced-precision copy networks run as in eval mode, and settings chosen by meas
 from __future__ import annotations
 
 import copy
+import json
 import logging
 
 import pytest
@@ -12,6 +13,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import BasicUNet
 
+from emseg.engine import precision
 from emseg.engine.precision import (
     AutocastInferer,
     Settings,
@@ -114,7 +116,14 @@ def test_eval_runs_a_reduced_precision_copy_that_follows_the_weights():
     torch.testing.assert_close(second, first + 1.0, rtol=0, atol=0.02)
 
 
-def test_settings_given_are_kept_and_auto_is_measured(caplog):
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty cache folder for the precision choice."""
+    monkeypatch.setenv("EMSEG_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "precision.json"
+
+
+def test_settings_given_are_kept_and_auto_is_measured(caplog, fresh_cache):
     net = _net()
     assert measure_settings(net, "cpu", True, False, [32, 32]) == Settings(True, False)
     with caplog.at_level(logging.INFO, logger="emseg.engine.precision"):
@@ -124,6 +133,51 @@ def test_settings_given_are_kept_and_auto_is_measured(caplog):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     measure_settings(net, "cpu", "auto", False, [32, 32], repeats=1)
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # measured on a copy
+
+
+def _no_timing(*args, **kwargs):
+    raise AssertionError("timed again although the choice was kept")
+
+
+def test_auto_is_measured_once_per_machine_network_and_torch_version(fresh_cache, monkeypatch, caplog):
+    net = _net()
+    first = measure_settings(net, "cpu", "auto", "auto", [32, 32], batch_size=2, repeats=1)
+    assert first.source == "measured" and fresh_cache.is_file()
+    (entry,) = json.loads(fresh_cache.read_text()).values()
+    assert (entry["amp"], entry["channels_last"]) == (first.amp, first.channels_last)
+    assert entry["torch"] == torch.__version__ and entry["input"] == "2x1x32x32" and len(entry["seconds"]) == 4
+    monkeypatch.setattr(precision, "_seconds_per_call", _no_timing)
+    with caplog.at_level(logging.INFO, logger="emseg.engine.precision"):
+        again = measure_settings(copy.deepcopy(net), "cpu", "auto", "auto", [32, 32], batch_size=2, repeats=1)
+    assert again == first and again.source == "cached" and str(fresh_cache) in caplog.text
+    # another input shape, mode, network or torch version is another key: measured again
+    for call in (lambda: measure_settings(net, "cpu", "auto", "auto", [48, 48], batch_size=2),
+                 lambda: measure_settings(net, "cpu", "auto", "auto", [32, 32], batch_size=2, training=False),
+                 lambda: measure_settings(BasicUNet(2, 1, 3, features=(4, 4, 8, 8, 16, 4)), "cpu", "auto", "auto",
+                                          [32, 32], batch_size=2)):
+        with pytest.raises(AssertionError, match="timed again"):
+            call()
+    monkeypatch.setattr(torch, "__version__", "9.9.9+cpu")
+    with pytest.raises(AssertionError, match="timed again"):
+        measure_settings(net, "cpu", "auto", "auto", [32, 32], batch_size=2)
+
+
+def test_a_run_uses_the_settings_it_recorded_and_a_broken_cache_is_measured_again(fresh_cache, monkeypatch,
+                                                                                  tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"settings": {"amp": False, "channels_last": True}}))
+    monkeypatch.setattr(precision, "_seconds_per_call", _no_timing)
+    chosen = measure_settings(_net(), "cpu", "auto", "auto", [32, 32], run_dir=run_dir)
+    assert (chosen.amp, chosen.channels_last, chosen.source) == (False, True, "recorded")
+    # what the config gives still wins over the record
+    assert measure_settings(_net(), "cpu", True, "auto", [32, 32], run_dir=run_dir) == Settings(True, True)
+    monkeypatch.undo()
+    monkeypatch.setenv("EMSEG_CACHE_DIR", str(fresh_cache.parent))
+    fresh_cache.parent.mkdir(parents=True)
+    fresh_cache.write_text("{not json")
+    assert measure_settings(_net(), "cpu", "auto", "auto", [32, 32], repeats=1).source == "measured"
+    assert len(json.loads(fresh_cache.read_text())) == 1  # rewritten whole
 
 
 def test_settings_refuse_a_value_that_is_not_a_choice():

@@ -103,11 +103,13 @@ def test_resume_after_kill_9_repeats_at_most_one_epoch(project, cwd, isbi_dir):
     validations scored), and the resumed average goes on from the checkpoint's."""
     folder, _, _ = interrupted(project, cwd, isbi_dir, "killed", epochs=6, after=2, signum=signal.SIGKILL,
                                model_selection="last")
-    done = folder.record()["epochs_done"]
+    done, chosen = folder.record()["epochs_done"], folder.record()["settings"]
     assert folder.record()["status"] == RUNNING  # nobody could record the end
     resume(project, cwd, isbi_dir, "killed", epochs=6, model_selection="last")
     record = folder.record()
     assert record["status"] == FINISHED and record["epochs_done"] == 6
+    # the resumed run computes as it began: the precision and layout it recorded, not a new measurement
+    assert record["settings"] == {**chosen, "source": "recorded"} and chosen["source"] in ("measured", "cached")
     assert record["resumed"][0]["epoch"] >= done - 1 >= 1
     epochs = epochs_in_metrics(folder)
     assert sorted(set(epochs)) == [1, 2, 3, 4, 5, 6] and len(epochs) - 6 <= 1

@@ -12,17 +12,28 @@ chosen. The copy is remade whenever the network's parameters change, so validati
 during training always sees the current weights. On this project's 2-core CPU this
 halves the time of a forward pass (see ``scripts/benchmark.py``).
 
-``amp`` and ``channels_last`` may be ``"auto"``: :func:`measure_settings` times the
-candidates on the device at hand and logs which it chose.
+``amp`` and ``channels_last`` may be ``"auto"``: :func:`measure_settings` times the candidates on the device
+at hand, logs which it chose, and keeps the choice, so the same command gives the same arithmetic every time:
+
+- a training run records its settings in ``run.json``; resuming it (or rerunning its ``--run_name``) uses them;
+- otherwise a choice is measured once per machine, device, torch version, network, input shape and mode
+  (training or inference) and kept in ``precision.json`` in emseg's cache folder (``$EMSEG_CACHE_DIR``, else
+  ``$XDG_CACHE_HOME/emseg``, else ``~/.cache/emseg``); delete that file to measure again.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
 import logging
+import os
+import platform
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -31,6 +42,7 @@ from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from emseg.io.files import write_text_atomically
 from emseg.networks import final_output
 
 logger = logging.getLogger(__name__)
@@ -168,12 +180,79 @@ def prepare_network(network: nn.Module, device: str | torch.device, channels_las
     return network
 
 
+SOURCES = ("given", "recorded", "cached", "measured")
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Precision and layout a bundle runs with: ``amp`` (reduced precision) and ``channels_last``."""
+    """Precision and layout a bundle runs with: ``amp`` (reduced precision) and ``channels_last``; ``source`` says
+    where the choice came from (:data:`SOURCES`: given in the config, recorded by the run, cached, measured now)."""
 
     amp: bool
     channels_last: bool
+    source: str = field(default="given", compare=False)
+
+    def as_dict(self) -> dict:
+        return {"amp": self.amp, "channels_last": self.channels_last, "source": self.source}
+
+
+CACHE_FILE = "precision.json"
+
+
+def cache_dir() -> Path:
+    """emseg's cache folder: ``$EMSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/emseg``, else ``~/.cache/emseg``."""
+    if os.environ.get("EMSEG_CACHE_DIR"):
+        return Path(os.environ["EMSEG_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emseg"
+
+
+def _processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def settings_key(network: nn.Module, device: torch.device, shape: list[int], training: bool,
+                 candidates: list[Settings]) -> dict:
+    """What a measured choice depends on: machine, device, torch version, network, input shape, mode, candidates."""
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else _processor()
+    layers = repr(network) + repr([tuple(p.shape) for p in network.parameters()])
+    return {"host": socket.gethostname(), "device": f"{device.type}: {device_name}", "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "network": hashlib.sha256(layers.encode()).hexdigest()[:16],
+            "network_class": type(network).__name__, "input": "x".join(map(str, shape)),
+            "mode": "training step" if training else "forward pass",
+            "candidates": [[c.amp, c.channels_last] for c in candidates]}
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        entries = json.loads(path.read_text())
+        return entries if isinstance(entries, dict) else {}
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: measured again and rewritten
+
+
+def _recorded(run_dir: str | Path | None) -> dict | None:
+    """The settings a training run recorded in its run.json, if it has any."""
+    if not run_dir:
+        return None
+    try:
+        record = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    settings = record.get("settings") if isinstance(record, dict) else None
+    if isinstance(settings, dict) and isinstance(settings.get("amp"), bool) \
+            and isinstance(settings.get("channels_last"), bool):
+        return settings
+    return None
 
 
 def _in_channels(network: nn.Module) -> int:
@@ -210,10 +289,15 @@ def _seconds_per_call(network: nn.Module, settings: Settings, shape: list[int], 
 
 
 def measure_settings(network: nn.Module, device: str | torch.device, amp: bool | str, channels_last: bool | str,
-                     spatial_shape: list[int], batch_size: int = 1, training: bool = True, repeats: int = 2) -> Settings:
-    """Resolve ``"auto"`` for ``amp`` and/or ``channels_last`` by timing each candidate on ``device``: a training
-    step (forward, backward, optimizer) or a forward pass of a batch of ``batch_size`` inputs of ``spatial_shape``.
-    The choice and the timings are logged. Settings given as booleans are kept as they are."""
+                     spatial_shape: list[int], batch_size: int = 1, training: bool = True, repeats: int = 2,
+                     run_dir: str | Path | None = None, cache: bool = True) -> Settings:
+    """Resolve ``"auto"`` for ``amp`` and/or ``channels_last``; settings given as booleans are kept as they are.
+
+    In order: the settings recorded in ``run_dir``'s run.json (a resumed or rerun training run); the choice cached
+    for this machine, device, torch version, network, input shape and mode (:func:`settings_key`, in
+    :func:`cache_dir`'s precision.json); else each candidate is timed on ``device`` (a training step: forward,
+    backward, optimizer; or a forward pass) with a batch of ``batch_size`` inputs of ``spatial_shape``, the fastest
+    chosen and cached (unless ``cache`` is False). The choice, its source and any timings are logged."""
     device = torch.device(device)
     for name, value in (("amp", amp), ("channels_last", channels_last)):
         if value != AUTO and not isinstance(value, bool):
@@ -222,11 +306,37 @@ def measure_settings(network: nn.Module, device: str | torch.device, amp: bool |
                   for c in ([False, True] if channels_last == AUTO else [channels_last])]
     if len(candidates) == 1:
         return candidates[0]
+    recorded = _recorded(run_dir)
+    if recorded is not None:
+        chosen = Settings(recorded["amp"] if amp == AUTO else amp,
+                          recorded["channels_last"] if channels_last == AUTO else channels_last, "recorded")
+        logger.info("amp=%s, channels_last=%s: as recorded in %s", chosen.amp, chosen.channels_last,
+                    Path(run_dir) / "run.json")
+        return chosen
     shape = [batch_size, _in_channels(network), *spatial_shape]
+    key = settings_key(network, device, shape, training, candidates)
+    path = cache_dir() / CACHE_FILE
+    entry = _read_cache(path).get(_digest(key)) if cache else None
+    if isinstance(entry, dict) and isinstance(entry.get("amp"), bool) and isinstance(entry.get("channels_last"), bool):
+        chosen = Settings(entry["amp"], entry["channels_last"], "cached")
+        logger.info("amp=%s, channels_last=%s: measured on %s before (%s), kept in %s", chosen.amp,
+                    chosen.channels_last, key["device"], entry.get("measured", "?"), path)
+        return chosen
     seconds = {s: _seconds_per_call(network, s, shape, device, training, repeats) for s in candidates}
     best = min(seconds, key=seconds.get)
+    chosen = Settings(best.amp, best.channels_last, "measured")
     logger.info("measured on %s (%s of %s): %s; chose amp=%s, channels_last=%s", device,
-                "training step" if training else "forward pass", "x".join(map(str, shape)),
+                key["mode"], key["input"],
                 ", ".join(f"amp={s.amp} channels_last={s.channels_last} {t:.3f}s" for s, t in seconds.items()),
-                best.amp, best.channels_last)
-    return best
+                chosen.amp, chosen.channels_last)
+    if cache:
+        try:
+            entries = _read_cache(path)
+            entries[_digest(key)] = {**key, "amp": chosen.amp, "channels_last": chosen.channels_last,
+                                     "seconds": {f"amp={s.amp} channels_last={s.channels_last}": round(t, 4)
+                                                 for s, t in seconds.items()},
+                                     "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            write_text_atomically(path, json.dumps(entries, indent=1, sort_keys=True))
+        except OSError as err:  # a read-only home: the choice holds for this run only
+            logger.warning("%s: cannot keep the precision choice (%s); the next run measures again", path, err)
+    return chosen
