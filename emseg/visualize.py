@@ -52,3 +52,28 @@ def class_overlay_image(image: np.ndarray, pred: np.ndarray, label: np.ndarray |
         errors[np.asarray(pred) != np.asarray(label)] = ERROR_COLOUR
         panels += [paint_classes(grey, label, hidden_class), errors]
     return np.concatenate(panels, axis=1)
+
+
+PANEL_TITLES = ("image", "prediction", "ground truth", "errors (red)")
+TITLE_HEIGHT = 20
+
+
+def with_titles(picture: np.ndarray, titles: tuple[str, ...] = PANEL_TITLES, stamp: str | None = None) -> np.ndarray:
+    """``picture`` (panels side by side, as :func:`class_overlay_image` makes them) under a black strip that names
+    each panel (the first ``len(panels)`` of ``titles``) and, at the right end, ``stamp`` (e.g. "epoch 58")."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = picture.shape[:2]
+    panels = max(1, round(width / height)) if height else 1
+    strip = Image.new("RGB", (width, TITLE_HEIGHT), (0, 0, 0))
+    draw = ImageDraw.Draw(strip)
+    try:
+        font = ImageFont.load_default(size=14)  # Pillow's own scalable font (needs FreeType)
+    except (TypeError, ValueError, OSError, ImportError):
+        font = ImageFont.load_default()
+    for index, title in enumerate(titles[:panels]):
+        draw.text((index * width // panels + 4, 2), title, fill=(255, 255, 255), font=font)
+    if stamp:
+        right = draw.textbbox((0, 0), stamp, font=font)[2]
+        draw.text((width - right - 4, 2), stamp, fill=(255, 215, 0), font=font)
+    return np.concatenate([np.asarray(strip, dtype=np.uint8), picture], axis=0)

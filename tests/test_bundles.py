@@ -100,6 +100,14 @@ def test_training_writes_checkpoint_and_finished_mlflow_run(trained, elsewhere):
         assert run.data.params[key] == str(json.loads(value))
     history = client.get_metric_history(run.info.run_id, "val_v_rand")
     assert [m.step for m in history] == [1, 2] and all(0 <= m.value <= 1 for m in history)
+    # the runs table shows what the run was selected by: the best validation and its epoch, not the last one
+    best = max(history, key=lambda m: m.value)
+    assert run.data.metrics["best_val_v_rand"] == pytest.approx(best.value) == pytest.approx(record["best"]["value"])
+    assert run.data.metrics["best_epoch"] == best.step == record["best"]["epoch"]
+    at_best = {m.key: m.value for key in ("val_v_info", "val_mean_dice")
+               for m in client.get_metric_history(run.info.run_id, key) if m.step == best.step}
+    assert run.data.metrics["best_val_v_info"] == pytest.approx(at_best["val_v_info"])
+    assert run.data.metrics["best_val_mean_dice"] == pytest.approx(at_best["val_mean_dice"])
     assert {"train_loss", "val_v_info", "val_dice_membrane", "val_dice_interior", "val_iou_membrane", "val_accuracy",
             "val_mean_dice"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -142,8 +150,13 @@ def test_evaluate_scores_the_test_split(trained, elsewhere, isbi_dir):
     client, runs = mlflow_runs(project, f"emseg-{name}")
     (run,) = [r for r in runs if r.info.run_name == eval_dir.name]
     assert run.info.status == "FINISHED" and run.data.params["eval_split"] == "test"
-    assert run.data.metrics["v_rand"] == pytest.approx(summary["v_rand"])
-    assert {"v_info", "pixel_error", "dice_membrane", "hd95_membrane", "mean_dice"} <= set(run.data.metrics)
+    # scores of test slices are named test_*, as on the training run; the thresholds they were taken at are params
+    assert run.data.metrics["test_v_rand"] == pytest.approx(summary["v_rand"])
+    assert {"test_v_info", "test_pixel_error", "test_dice_membrane", "test_hd95_membrane", "test_mean_dice"} \
+        <= set(run.data.metrics)
+    assert not [key for key in run.data.metrics if not key.startswith("test_") or "threshold" in key]
+    assert float(run.data.params["test_v_rand_threshold"]) == summary["v_rand_threshold"]
+    assert summary["scorer"].startswith("isbi2012-fiji")
     sidecar = json.loads((project / "bundles" / name / "models" / "model.json").read_text())
     assert run.data.params["training_run"] == sidecar["run_name"]  # linked to the run that trained the weights
     assert run.data.tags["mlflow.parentRunId"] == sidecar["mlflow_run_id"]

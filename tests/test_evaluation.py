@@ -20,7 +20,7 @@ from emseg.evaluation import (
     score_stack,
     validation_metrics,
 )
-from emseg.visualize import CLASS_COLOURS, class_overlay_image
+from emseg.visualize import CLASS_COLOURS, TITLE_HEIGHT, class_overlay_image, with_titles
 
 ISBI = ["membrane", "interior"]
 NAMES = ["background", "a", "b", "c"]
@@ -134,6 +134,16 @@ def test_overlay_colours_predicted_and_true_classes_and_marks_errors():
     interior = (label > 0).astype(np.uint8)  # a membrane task: 0 membrane (drawn), 1 interior (left grey)
     binary = class_overlay_image(image, interior, interior, hidden_class=1)
     assert (binary[0, 32] == grey).all() and (binary[0, 32 + 20] == expected).all()
+
+
+def test_overlay_panels_are_named_and_stamped():
+    pred, label = _maps()
+    picture = class_overlay_image(np.full((32, 32), 0.5, dtype=np.float32), pred, label)
+    first, second = with_titles(picture, stamp="epoch 1"), with_titles(picture, stamp="epoch 2")
+    assert first.shape == (32 + TITLE_HEIGHT, 128, 3) and (first[TITLE_HEIGHT:] == picture).all()
+    strip = first[:TITLE_HEIGHT]
+    assert all(strip[:, k * 32:(k + 1) * 32 - 8].max() == 255 for k in range(4))  # a title over every panel
+    assert (first[:TITLE_HEIGHT] != second[:TITLE_HEIGHT]).any()  # the stamp differs between epochs
 
 
 def test_one_hot_layout():

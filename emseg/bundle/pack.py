@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from emseg.evaluation.challenge import SCORER
 from emseg.io.files import sha256
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,20 @@ def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None
     split = evaluation.get("eval_split", "test")
     origin.update(evaluation=evaluation.get("evaluation"), eval_split=split, eval_dataset=evaluation.get("dataset"),
                   eval_slices=evaluation.get("slices"), eval_tta_transforms=evaluation.get("tta_transforms", "not recorded"))
-    metrics = {f"{split}_{key}": value for key, value in evaluation["scores"].items() if value == value}  # not NaN
+    scores = dict(evaluation["scores"])
+    thresholds = dict(evaluation.get("thresholds") or {})
+    thresholds.update({k: scores.pop(k) for k in [k for k in scores if k.endswith("_threshold")]})  # older records
+    if "v_rand" in scores and evaluation.get("scorer") != SCORER:
+        # V_rand and V_info of an evaluation made before emseg scored as the challenge's code: not these scores
+        scores = {k: v for k, v in scores.items() if not k.startswith(("v_rand", "v_info"))}
+        thresholds = {k: v for k, v in thresholds.items() if not k.startswith(("v_rand", "v_info"))}
+        origin["eval_note"] = ("V_rand and V_info left out: that evaluation predates the challenge's own scoring "
+                               "procedure in emseg; evaluate the weights again to have them")
+    if "v_rand" in scores:
+        origin["eval_scorer"] = SCORER
+    if thresholds:
+        origin["eval_thresholds"] = thresholds
+    metrics = {f"{split}_{key}": value for key, value in scores.items() if value == value}  # not NaN
     return metrics, origin
 
 

@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import ValidationHandler
 
-from emseg.visualize import class_overlay_image
+from emseg.visualize import class_overlay_image, with_titles
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -22,13 +22,15 @@ class ValidationOverlay:
 
     Writes ``output_dir/overlays/epoch_NNN.png`` and keeps the latest as ``output_dir/validation_overlay.png``
     (and, given ``tracking_uri`` and a training ``run_dir``, logs it as an MLflow image at the epoch's step):
-    image, predicted and true classes in colour, errors in red (:func:`emseg.visualize.class_overlay_image`).
+    image, predicted and true classes in colour, errors in red (:func:`emseg.visualize.class_overlay_image`), each
+    panel named above it and the picture stamped with ``stamp`` (default: "epoch N", the training epoch).
     Expects one-hot ``pred``/``label`` as the bundles' postprocessing gives; ``hidden_class`` is left grey.
     """
 
     def __init__(self, output_dir: str, hidden_class: int = 0, image_key: str = "image",
-                 tracking_uri: str | None = None, run_dir: str | None = None) -> None:
+                 tracking_uri: str | None = None, run_dir: str | None = None, stamp: str | None = None) -> None:
         self.output_dir = Path(output_dir)
+        self.stamp = stamp
         self.hidden_class = hidden_class
         self.image_key = image_key
         self.tracking_uri, self.run_dir = tracking_uri, run_dir
@@ -52,7 +54,7 @@ class ValidationOverlay:
 
         if not self._sample:
             return
-        picture = self.picture(self._sample)
+        picture = with_titles(self.picture(self._sample), stamp=self.stamp or f"epoch {engine.state.epoch}")
         target = self.output_dir / "overlays" / f"epoch_{engine.state.epoch:03d}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(target)

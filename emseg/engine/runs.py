@@ -140,6 +140,24 @@ def mark_stale_runs(runs_dir: str | Path, tracking_uri: str | None = None) -> li
     return marked
 
 
+def _log_best(tracking_uri: str | None, run_id: str | None, metrics: Mapping[str, float], epoch: int | None) -> None:
+    """The selected validation's scores as ``best_<metric>`` and its ``best_epoch``, so the MLflow runs table shows
+    what each run was selected by (a metric's column shows its last value: the last epoch's, not the best)."""
+    if not (tracking_uri and run_id):
+        return
+    import mlflow
+    from mlflow.entities import Metric
+
+    timestamp, step = int(time.time() * 1000), int(epoch or 0)
+    values = [Metric(f"best_{k}", float(v), timestamp, step) for k, v in metrics.items()]
+    if epoch is not None:
+        values.append(Metric("best_epoch", float(epoch), timestamp, step))
+    try:
+        mlflow.MlflowClient(tracking_uri).log_batch(run_id, metrics=values)
+    except Exception as err:  # the run folder has the record; the store is a copy of it
+        logger.warning("could not log the best validation scores to MLflow run %s: %s", run_id, err)
+
+
 def _set_mlflow_status(tracking_uri: str, run_id: str, status: str) -> None:
     import mlflow
 
@@ -353,7 +371,9 @@ class TrainingRun:
             epoch = self._trainer.state.epoch if self._trainer is not None else None
             save_atomically(self.best_model.state_dict(), self.folder.file(BEST))
             self.best = {"metric": name, "value": value, "epoch": epoch, "selection": self.selection}
-            self.folder.update(best=self.best)
+            record = self.folder.update(best=self.best)
+            _log_best(self.tracking_uri, record.get("mlflow_run_id"),
+                      {k: v for k, v in self._epoch_metrics.items() if math.isfinite(v)}, epoch)
             logger.info("%s %s %.4f at epoch %s: saved %s", "new best" if self.selection == "best" else "selected",
                         name, value, epoch, self.folder.file(BEST))
 

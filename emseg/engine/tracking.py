@@ -265,6 +265,9 @@ class MLflowTracker(MLFlowHandler):
 
     def epoch_completed(self, engine: Engine) -> None:
         self._flush()
+        params = getattr(engine.state, "run_params", None)  # e.g. the evaluation report's chosen thresholds
+        if params and self.cur_run:
+            self._log_params(dict(params))
         super().epoch_completed(engine)
 
     def close(self) -> None:

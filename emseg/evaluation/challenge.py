@@ -47,6 +47,9 @@ def fiji_thresholds(start: float = 0.0, stop: float = 1.0, step: float = 0.1) ->
 
 
 THRESHOLDS = fiji_thresholds()
+# what evaluation records say made their V_rand and V_info; records without it come from emseg's earlier
+# probability-guided thinning, which is not the challenge's procedure
+SCORER = "isbi2012-fiji: Fiji Trainable_Segmentation getMaximalVRandAfterThinning / getMaximalVInfoAfterThinning"
 SCORE_NAMES = ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split", "v_info_merge")
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 

@@ -20,8 +20,9 @@ class EvaluationReport:
     """Collect one (probabilities, label) pair per evaluated slice and score the stack at the end of the run.
 
     Writes ``metrics.csv``/``summary.json`` to ``output_dir`` (:func:`emseg.evaluation.score_stack`), prints a
-    table, and puts the summary's numbers into ``engine.state.metrics`` (prefixed by ``prefix``), so an MLflow
-    tracker attached after this handler logs them. Reads per-class probabilities from ``prob_key`` and the
+    table, and puts the summary's scores into ``engine.state.metrics`` (prefixed by ``prefix``, e.g. ``test_``), so
+    an MLflow tracker attached after this handler logs them; the thresholds the challenge scores were taken at go
+    to ``engine.state.run_params`` (``<prefix>v_rand_threshold``, ...), which the tracker logs as params. Reads per-class probabilities from ``prob_key`` and the
     one-hot label from ``label_key`` of the evaluator's output.
 
     With ``record``, also writes ``evaluation.json``: the record (data set, split, ...), the weights scored (the
@@ -61,10 +62,13 @@ class EvaluationReport:
         scores = score_stack(probabilities, labels, self.class_names, self.interior_class, names)
         csv_path, json_path = scores.write(self.output_dir)
         logger.info("evaluation of %d slices:\n%s\nwrote %s and %s", len(names), scores.table(), csv_path, json_path)
-        numbers = {key: value for key, value in scores.summary.items() if isinstance(value, float)}
+        numbers = {key: value for key, value in scores.summary.items()
+                   if isinstance(value, float) and not key.endswith("_threshold")}
+        thresholds = {key: value for key, value in scores.summary.items() if key.endswith("_threshold")}
         for key, value in numbers.items():
             engine.state.metrics[self.prefix + key] = value
+        engine.state.run_params = {self.prefix + key: value for key, value in thresholds.items()}
         if self.record is not None:
             record = {**self.record, "weights": getattr(engine.state, "weights", None), "slices": list(names),
-                      "scores": numbers}
+                      "scorer": scores.summary.get("scorer"), "scores": numbers, "thresholds": thresholds}
             write_text_atomically(Path(self.output_dir) / "evaluation.json", json.dumps(record, indent=2, default=str))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from emseg.evaluation.challenge import (
+    SCORER,
     SCORE_NAMES,
     THRESHOLDS,
     best_threshold,
@@ -143,6 +144,7 @@ def score_stack(
         truth = [np.asarray(t) == interior_class for t in labels]
         challenge = np.stack([challenge_scores(p, t, thresholds) for p, t in zip(interior, truth)])  # (N, T, 6)
         pixel = np.stack([pixel_scores(p, t, thresholds) for p, t in zip(interior, truth)])  # (N, T)
+        summary["scorer"] = SCORER
         summary["thresholds"] = thresholds.tolist()
         chosen = {}
         for score in ("v_rand", "v_info"):
