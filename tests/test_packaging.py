@@ -22,7 +22,8 @@ from conftest import (
     train_bundle,
 )
 
-from emseg.bundle.pack import BundleError, evaluation_of, pack_bundle, verify_bundle
+from emseg.bundle.pack import BundleError, evaluation_of, pack_bundle, provenance, verify_bundle
+from emseg.evaluation.challenge import SCORER
 from emseg.engine.registry import mlflow_store
 from emseg.io import tiff_spacing
 from emseg.networks import final_output
@@ -87,6 +88,23 @@ def test_an_evaluated_model_is_packed_with_its_own_scores(trained_unet, isbi_dir
     assert meta["emseg_provenance"]["eval_slices"] == [f"isbi_{i:03d}" for i in range(25, 30)]
     assert meta["emseg_provenance"]["eval_tta_transforms"] == [[0, False]]
     assert json.loads((summary.parent / "evaluation.json").read_text())["tta_transforms"] == [[0, False]]
+    assert meta["emseg_provenance"]["eval_scorer"] == SCORER  # the challenge's procedure, as Fiji computes it
+    assert meta["emseg_provenance"]["eval_thresholds"]["v_rand_threshold"] == scores["v_rand_threshold"]
+    assert not [key for key in meta["eval_metrics"] if "threshold" in key]
+
+
+def test_v_rand_of_an_evaluation_before_the_challenge_scorer_is_not_packed(tmp_path):
+    """An evaluation.json without the scorer's name scored V_rand with emseg's earlier probability-guided
+    thinning: those numbers are not the challenge's and stay out of eval_metrics, with a note saying so."""
+    folder = tmp_path / "eval" / "old"
+    folder.mkdir(parents=True)
+    (folder / "evaluation.json").write_text(json.dumps({
+        "evaluation": "old", "weights": {"sha256": "a"}, "eval_split": "test", "tta_transforms": [[0, False]],
+        "scores": {"v_rand": 0.9878, "v_rand_split": 0.99, "v_info": 0.9887, "dice_membrane": 0.81,
+                   "v_rand_threshold": 0.9}}))
+    metrics, origin = provenance(tmp_path, "a", {})
+    assert metrics == {"test_dice_membrane": 0.81} and "eval_scorer" not in origin
+    assert "evaluate the weights again" in origin["eval_note"]
 
 
 def test_the_scores_packed_are_those_on_test_slices_without_test_time_augmentation(tmp_path):
