@@ -94,7 +94,8 @@ def test_evaluate_writes_per_class_report(trained, elsewhere, epfl_dir):
     assert summary["classes"] == CLASSES and 0 <= summary["mean_dice"] <= 1
     _, runs = mlflow_runs(project, f"emseg-{name}")
     (run,) = [r for r in runs if r.info.run_name == eval_dir.name]
-    assert run.data.metrics["dice_membranes"] == pytest.approx(summary["dice_membranes"])
+    assert run.data.metrics["test_dice_membranes"] == pytest.approx(summary["dice_membranes"])
+    assert run.data.metrics["test_mean_dice"] == pytest.approx(summary["mean_dice"])  # the key metric and the report
 
 
 def test_inference_writes_class_map_and_probabilities(trained, elsewhere, epfl_dir, tmp_path):
