@@ -156,6 +156,8 @@ def test_evaluate_scores_the_test_split(trained, elsewhere, isbi_dir):
         <= set(run.data.metrics)
     assert not [key for key in run.data.metrics if not key.startswith("test_") or "threshold" in key]
     assert float(run.data.params["test_v_rand_threshold"]) == summary["v_rand_threshold"]
+    assert {k for k in run.data.params if k.startswith("test_")} == {"test_v_rand_threshold", "test_v_info_threshold",
+                                                                      "test_pixel_error_threshold"}
     assert summary["scorer"].startswith("isbi2012-fiji")
     sidecar = json.loads((project / "bundles" / name / "models" / "model.json").read_text())
     assert run.data.params["training_run"] == sidecar["run_name"]  # linked to the run that trained the weights

@@ -64,7 +64,8 @@ class EvaluationReport:
         logger.info("evaluation of %d slices:\n%s\nwrote %s and %s", len(names), scores.table(), csv_path, json_path)
         numbers = {key: value for key, value in scores.summary.items()
                    if isinstance(value, float) and not key.endswith("_threshold")}
-        thresholds = {key: value for key, value in scores.summary.items() if key.endswith("_threshold")}
+        thresholds = {key: value for key, value in scores.summary.items()
+                      if isinstance(value, float) and key.endswith("_threshold")}  # not the per-threshold curves
         for key, value in numbers.items():
             engine.state.metrics[self.prefix + key] = value
         engine.state.run_params = {self.prefix + key: value for key, value in thresholds.items()}
