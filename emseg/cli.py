@@ -3,6 +3,7 @@
     emseg data download isbi2012 --root DIR
     emseg data to-zarr STACK OUT.zarr [--spacing Z Y X] [--chunk 256] [--levels 3] [--overwrite]
     emseg evaluate PRED GT [--output DIR]          # probabilities (threshold sweep) or a label image (as it is)
+    emseg evaluate PRED STROKES --painted          # sparse labels: 0 = not painted, 1 = membrane, 2 = interior
     emseg segment PROBS OUT.tif [--threshold 0.5 --seeds distance --h 2 --min-size 50 --mode 3d]
     emseg objects LABELS OUT.csv [--image RAW] [--spacing Z Y X] [--per-slice]
     emseg tune-postprocess bundles/unet [--trials 60] [--run_name NAME]
@@ -70,6 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from emseg.data.datalist import binary_label
     from emseg.data.isbi2012 import CLASS_NAMES, INTERIOR_CLASS
+    from emseg.data.painted import painted_to_classes
     from emseg.evaluation import score_stack
     from emseg.evaluation.scores import score_instances
     from emseg.io import VolumeError, read_volume
@@ -78,7 +80,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     label = read_volume(args.label, args.label_key)
     if prediction.shape != label.shape:
         raise VolumeError(f"{args.prediction}: shape {prediction.shape} differs from {args.label} {label.shape}")
-    truth = binary_label(label, args.label, foreground=int(label.max()) or 1)
+    if args.painted:  # 0 = not painted (in no score), 1 = membrane, 2 = cell interior
+        truth = painted_to_classes(label, len(CLASS_NAMES), args.label)
+        if args.instances or prediction.dtype in LABEL_DTYPES:
+            raise VolumeError(f"{args.label}: painted (sparse) labels score probabilities, not cells; V_rand of "
+                              f"cells needs every pixel labelled")
+    else:
+        truth = binary_label(label, args.label, foreground=int(label.max()) or 1)
     if args.instances or prediction.dtype in LABEL_DTYPES:
         return _report(score_instances(list(prediction), list(truth)), args,
                        f"{args.prediction}: read as a label image ({prediction.dtype}, "
@@ -326,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--prediction-key", default=None, help="dataset key inside an HDF5 prediction")
     evaluate.add_argument("--label-key", default=None, help="dataset key inside an HDF5 label file")
     evaluate.add_argument("--invert", action="store_true", help="the prediction is a membrane probability")
+    evaluate.add_argument("--painted", action="store_true",
+                          help="the labels are painted strokes (napari, Fiji): 0 = not painted (in no score), "
+                               "1 = membrane, 2 = cell interior; Dice and accuracy of the painted pixels")
     evaluate.add_argument("--output", default=None, help="folder to write metrics.csv and summary.json to")
     evaluate.add_argument("--overwrite", action="store_true", help="replace metrics.csv and summary.json there")
     evaluate.add_argument("--instances", action="store_true",

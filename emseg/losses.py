@@ -1,9 +1,14 @@
 """Losses for two-class (membrane, interior) EM segmentation networks with softmax outputs.
 
-All take logits (B, 2, H, W) and a channel-first target whose channel 0 holds the class
-index (0 = membrane, 1 = interior). :class:`BorderWeightedCrossEntropy` reads the U-Net
+All take logits (B, C, H, W) and a channel-first target whose channel 0 holds the class
+index (ISBI: 0 = membrane, 1 = interior). :class:`BorderWeightedCrossEntropy` reads the U-Net
 weight map from target channel 1 (see ``emseg.transforms.BorderWeightd``); the other
 losses ignore extra target channels. Select one by name with :func:`build_loss`.
+
+Sparse labels: a target pixel of class :data:`~emseg.data.painted.UNLABELLED` (-1, not painted) enters no loss.
+``ce``, ``dice`` and ``dice_ce`` leave it out (cross-entropy averages over labelled pixels; Dice counts only them),
+so it gets exactly zero gradient; a target with every pixel labelled gives the same value as before. The losses
+that need every pixel (``border_ce``'s weight map, clDice's skeletons, ``bce_jaccard``) refuse a sparse target.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import torch.nn.functional as F
 from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, SoftclDiceLoss
 from torch import nn
 
+from emseg.data.painted import UNLABELLED
+
 LOSSES = ("ce", "dice", "dice_ce", "dice_ce_cldice", "border_ce", "bce_jaccard")
 
 
@@ -22,11 +29,58 @@ def _classes(target: torch.Tensor) -> torch.Tensor:
     return target[:, 0].long()
 
 
+def is_sparse(target: torch.Tensor) -> bool:
+    """Whether ``target`` has unlabelled pixels (class :data:`UNLABELLED`)."""
+    return bool((target[:, 0] < 0).any())
+
+
+def _dense_only(name: str, target: torch.Tensor) -> None:
+    if is_sparse(target):
+        raise ValueError(f"loss {name} needs every pixel labelled, but the labels have unlabelled (not painted) "
+                         f"pixels; choose --loss_name dice_ce, dice or ce for sparse labels")
+
+
 class CrossEntropy(nn.Module):
-    """Pixel-wise cross-entropy (binary cross-entropy for the two classes), mean over pixels."""
+    """Pixel-wise cross-entropy (binary cross-entropy for the two classes), mean over labelled pixels."""
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, _classes(target))
+        return _cross_entropy(logits, _classes(target))
+
+
+def _cross_entropy(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over labelled pixels; 0 (with a gradient of zeros) for a batch with none labelled, e.g.
+    a semi-supervised batch of unlabelled slices only."""
+    if not bool((classes != UNLABELLED).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, classes, ignore_index=UNLABELLED)
+
+
+class SparseDiceCE(nn.Module):
+    """MONAI's Dice (+ cross-entropy) over the batch for targets that may have unlabelled pixels.
+
+    With every pixel labelled it is MONAI's ``DiceCELoss``/``DiceLoss`` itself. Otherwise the softmax and the
+    one-hot target are zeroed at unlabelled pixels before MONAI's Dice (so they count in no intersection and no
+    sum) and cross-entropy ignores them: their gradient is exactly zero.
+    """
+
+    def __init__(self, ce: bool = True) -> None:
+        super().__init__()
+        self.ce = ce
+        self.dense = DiceCELoss(to_onehot_y=True, softmax=True, batch=True) if ce else \
+            DiceLoss(to_onehot_y=True, softmax=True, batch=True)
+        self.dice = DiceLoss(batch=True)  # on masked probabilities and one-hot targets
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        classes = target[:, :1]
+        if not is_sparse(target):
+            return self.dense(logits, classes)
+        labelled = (classes >= 0).to(logits.dtype)
+        probabilities = torch.softmax(logits, dim=1) * labelled
+        onehot = F.one_hot(classes[:, 0].long().clamp_min(0), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+        loss = self.dice(probabilities, onehot * labelled)
+        if self.ce:
+            loss = loss + _cross_entropy(logits, classes[:, 0].long())
+        return loss
 
 
 class BorderWeightedCrossEntropy(nn.Module):
@@ -37,6 +91,7 @@ class BorderWeightedCrossEntropy(nn.Module):
     """
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _dense_only("border_ce", target)
         if target.shape[1] < 2:
             raise ValueError("border_ce needs the weight map in target channel 1 (add BorderWeightd to the transforms)")
         weight = target[:, 1]
@@ -52,6 +107,7 @@ class BCEJaccardLoss(nn.Module):
         self.jaccard_weight, self.eps = jaccard_weight, eps
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _dense_only("bce_jaccard", target)
         classes = _classes(target)
         bce = F.cross_entropy(logits, classes)
         interior = torch.softmax(logits, dim=1)[:, 1]
@@ -65,17 +121,6 @@ class BCEJaccardLoss(nn.Module):
 def _dice_ce() -> DiceCELoss:
     """MONAI's Dice + cross-entropy over the batch, from logits and a class-index target."""
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
-
-
-class _ClassChannel(nn.Module):
-    """Feed only target channel 0 to a MONAI loss (drops a weight-map channel if present)."""
-
-    def __init__(self, loss: nn.Module) -> None:
-        super().__init__()
-        self.loss = loss
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(logits, target[:, :1])
 
 
 class DiceCEclDice(nn.Module):
@@ -95,6 +140,7 @@ class DiceCEclDice(nn.Module):
         self.cldice = SoftclDiceLoss(iter_=iterations)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _dense_only("dice_ce_cldice", target)
         classes = target[:, :1]
         membrane = torch.softmax(logits, dim=1)[:, :1]
         return self.dice_ce(logits, classes) + self.weight * self.cldice(membrane, (classes == 0).to(membrane.dtype))
@@ -105,8 +151,8 @@ def build_loss(name: str, deep_supervision_weights: Sequence[float] | None = Non
     the network's list of outputs (MONAI's DeepSupervisionLoss, which resizes the target to each head)."""
     losses = {
         "ce": CrossEntropy,
-        "dice": lambda: _ClassChannel(DiceLoss(to_onehot_y=True, softmax=True, batch=True)),
-        "dice_ce": lambda: _ClassChannel(_dice_ce()),
+        "dice": lambda: SparseDiceCE(ce=False),
+        "dice_ce": lambda: SparseDiceCE(ce=True),
         "dice_ce_cldice": DiceCEclDice,
         "border_ce": BorderWeightedCrossEntropy,
         "bce_jaccard": BCEJaccardLoss,

@@ -346,3 +346,25 @@ class BorderWeightd(MapTransform):
             label = np.asarray(d[key])
             d[self.weight_key] = np.stack([border_weight_map(c, self.w0, self.sigma) for c in label])
         return d
+
+
+class ScoredOneHotd(MapTransform):
+    """One-hot ``pred`` (the argmax of its channels) and ``label`` (a class-index channel) for the scores, with
+    unlabelled pixels (class -1, not painted) left out of both: their one-hot vectors are all zero, so they count
+    in no class's Dice or IoU. With every pixel labelled it gives what MONAI's ``AsDiscreted(argmax, to_onehot)``
+    gives."""
+
+    def __init__(self, num_classes: int, pred_key: str = "pred", label_key: str = "label") -> None:
+        super().__init__([pred_key, label_key])
+        self.num_classes, self.pred_key, self.label_key = int(num_classes), pred_key, label_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        pred, label = d[self.pred_key], d[self.label_key]
+        classes = torch.as_tensor(label)[0].long()  # (H, W)
+        labelled = (classes >= 0).to(pred.dtype)
+        channels = torch.arange(self.num_classes, device=pred.device)[:, None, None]
+        d[self.pred_key] = (pred.argmax(0, keepdim=True) == channels).to(pred.dtype) * labelled
+        d[self.label_key] = (classes.to(pred.device)[None] == channels).to(pred.dtype)
+        return d
+

@@ -150,7 +150,8 @@ def evaluation_of(bundle_dir: Path, digest: str) -> dict | None:
 
 def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None, dict]:
     """``eval_metrics`` of the weights with sha256 ``digest`` (None when they were never evaluated) and where the
-    weights come from: run, MLflow run id, data set and split, and the evaluation the scores are from."""
+    weights come from: run, MLflow run id, data set and split, the parent model training started from, and the
+    evaluation the scores are from."""
     evaluation = evaluation_of(bundle_dir, digest)
     origin = {
         "weights_sha256": digest,
@@ -160,6 +161,7 @@ def provenance(bundle_dir: Path, digest: str, record: dict) -> tuple[dict | None
                         if "metric" in record else None),
         "dataset": record.get("dataset"),
         "split": record.get("split"),
+        "parent": record.get("parent"),  # the model training started from (init_from), None: from scratch
         "evaluation": "not evaluated",
     }
     if evaluation is None:

@@ -1,7 +1,7 @@
 """Render a bundle's configs from the shared template and the bundle's own recipe.
 
 What all bundles share is written once, in ``emseg/bundle/templates/`` (``train.json``,
-``evaluate.json``, ``multi_gpu_train.json``, ``inference.json``, ``inference_blockwise.json``,
+``evaluate.json``, ``finetune.json``, ``multi_gpu_train.json``, ``inference.json``, ``inference_blockwise.json``,
 ``logging.conf``). What one bundle chooses (its name, its
 network and width keys, recipe values that differ, its data set) is ``bundles/NAME/recipe.json``.
 :func:`render_bundle` writes the bundle's full configs, model-zoo style: flat, every key present,
@@ -23,8 +23,9 @@ from emseg.io.files import write_text_atomically
 
 TEMPLATES = Path(__file__).parent / "templates"
 RECIPE = "recipe.json"
-CONFIGS = ("train.json", "evaluate.json", "multi_gpu_train.json", "inference.json", "inference_blockwise.json")
-# where the recipe's own keys go in each config (evaluate.json, multi_gpu_train.json and
+CONFIGS = ("train.json", "evaluate.json", "finetune.json", "multi_gpu_train.json", "inference.json",
+           "inference_blockwise.json")
+# where the recipe's own keys go in each config (evaluate.json, finetune.json, multi_gpu_train.json and
 # inference_blockwise.json are overlays: they take template keys only)
 ANCHORS = {"train.json": "network_parameters", "inference.json": "network_def"}
 REQUIRED = ("bundle_name", "network_def")

@@ -4,7 +4,11 @@
 |---|---|---|
 | ``isbi2012`` | ``train-volume.tif``, ``train-labels.tif`` (downloaded if missing) | membrane, interior |
 | ``epfl`` | ``train/`` and ``test/``, each ``slices/`` plus one mask folder per structure | background, membranes, mitochondria, vesicles, PSD, axon |
-| ``folders`` | a lab's own: ``images/`` plus one mask folder per class named in ``classes`` | background, then ``classes`` |
+| ``folders`` | a lab's own: ``images/`` plus one mask folder per class named in ``classes``, or ``labels/`` of painted labels | background, then ``classes`` |
+
+``folders`` with a ``labels/`` folder reads painted label images, one per image with the same name: 0 = not painted
+(unlabelled: no loss, no score), 1 = background, 2 = the first class of ``classes``, ... (:mod:`emseg.data.painted`):
+what napari's labels layer, Fiji or ilastik save, so a few strokes per slice train.
 
 Binary membrane segmentation is the two-class case of the same pipeline: a data set whose
 task is cell interior vs membrane names its ``interior_class`` (ISBI: 1), and evaluation adds
@@ -20,6 +24,7 @@ from pathlib import Path
 from emseg.data import epfl, isbi2012
 from emseg.data.class_masks import DEFAULT_THRESHOLD, class_mask_datalist
 from emseg.data.datalist import DatasetNotFoundError
+from emseg.data.painted import LABELS_FOLDER, painted_datalist
 from emseg.data.splits import resolve_split
 from emseg.data.tiling import tile_datalist
 from emseg.errors import require_flag
@@ -71,6 +76,8 @@ def _folders_ensure(dataset_dir: Path, download: bool) -> Path:
 def _folders_items(dataset_dir, part, split, classes, priority, threshold, download):
     images = _folders_ensure(Path(dataset_dir), download) / FOLDERS_IMAGES
     indices = resolve_split(split or FOLDERS_SPLIT, len(list_slice_files(images)), images)[part]
+    if (Path(dataset_dir) / LABELS_FOLDER).is_dir():
+        return painted_datalist(dataset_dir, FOLDERS_IMAGES, ["background", *classes], indices)
     return class_mask_datalist(dataset_dir, classes, FOLDERS_IMAGES, priority, threshold, indices)
 
 
@@ -93,9 +100,12 @@ def get_dataset(name: str) -> Dataset:
 
 
 def dataset_classes(dataset: str, classes: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
-    """Class name -> mask folders of ``dataset`` (``classes`` given, else the data set's default)."""
+    """Class name -> mask folders of ``dataset`` (``classes`` given, else the data set's default). A list of class
+    names means one mask folder per class, named like it."""
     spec = get_dataset(dataset)
     chosen = classes if classes is not None else spec.default_classes
+    if isinstance(chosen, (list, tuple)):
+        chosen = {str(name): [str(name)] for name in chosen}
     if chosen is None:
         if spec.fixed_class_names is not None:
             return {}

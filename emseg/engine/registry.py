@@ -10,6 +10,7 @@ bundle's probabilities. Loading it needs emseg installed (the network classes ar
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -103,7 +104,11 @@ def register_model(record: Mapping, weights: str | Path, bundle_name: str) -> di
     tags = {"emseg.run_name": str(record.get("run_name")), "emseg.metric": str(best.get("metric")),
             "emseg.value": str(best.get("value")), "emseg.epoch": str(best.get("epoch")),
             "emseg.selection": str(best.get("selection", "best")),
-            "emseg.weights_sha256": str(record.get("weights_sha256", ""))}
+            "emseg.weights_sha256": str(record.get("weights_sha256", "")),
+            # what init_from needs to rebuild the network and map its classes (emseg.engine.trained)
+            "emseg.network": json.dumps(record.get("network")), "emseg.class_names": json.dumps(record.get("class_names")),
+            "emseg.dataset": str(record.get("dataset")),
+            "emseg.parent_sha256": str((record.get("parent") or {}).get("sha256", ""))}
     name = registered_name(bundle_name)
     client = mlflow.MlflowClient(tracking_uri)
     # the logged model's artifacts go to the run's experiment (MLflow 3 puts them in the active one)

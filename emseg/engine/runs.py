@@ -238,6 +238,10 @@ def network_for(weights: str | Path, network_def: Any, network_from: str = "save
     return network
 
 
+def _finite_weights(network: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in network.state_dict().values() if t.is_floating_point())
+
+
 class TrainingRun:
     """Ignite handler that makes a training run own its results (see the module docstring).
 
@@ -364,9 +368,12 @@ class TrainingRun:
         self._epoch_metrics.update({k: float(v) for k, v in validator.state.metrics.items()
                                     if isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1)})
         value = float(validator.state.metrics.get(name, float("nan")))
-        if not math.isfinite(value):
+        if not math.isfinite(value) and not (self.selection == "last" and _finite_weights(self.best_model)):
             logger.warning("validation %s is %s: not a candidate for the best model", name, value)
             return
+        if not math.isfinite(value):  # "last" keeps the last weights even when nothing labelled scores them
+            logger.warning("validation %s is %s (no labelled pixel to score?): the last weights are kept all the "
+                           "same, as model_selection last asks; such a run is not promoted", name, value)
         if not self.best or value > self.best["value"] or self.selection == "last":
             epoch = self._trainer.state.epoch if self._trainer is not None else None
             save_atomically(self.best_model.state_dict(), self.folder.file(BEST))
@@ -443,6 +450,20 @@ def _register(record: Mapping, sidecar: Mapping, weights: Path, models_dir: Path
         return {}
 
 
+def _keep_parent(models_dir: Path, record: Mapping) -> None:
+    """Before a fine-tuned run replaces the promoted model it started from (``init_from`` the bundle itself), keep
+    that model as ``models/parent_<sha256[:12]>.pt`` (and its sidecar): a model a lab received is never lost."""
+    target, parent = models_dir / PROMOTED, (record.get("parent") or {}).get("sha256")
+    if not parent or not target.is_file() or sha256(target) != parent:
+        return
+    kept = models_dir / f"parent_{parent[:12]}.pt"
+    if not kept.is_file():
+        replace_atomically(kept, lambda tmp: shutil.copyfile(target, tmp))
+        if (models_dir / SIDECAR).is_file():
+            replace_atomically(kept.with_suffix(".json"), lambda tmp: shutil.copyfile(models_dir / SIDECAR, tmp))
+        logger.info("kept the parent model %s as %s before promoting its fine-tuned run", target, kept)
+
+
 def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None = None, register: bool = True) -> Path:
     """Make the best model of the finished run in ``run_dir`` the bundle's model: ``models/model.pt`` and its
     sidecar ``models/model.json``, each replaced atomically, and (``register``, when the run was tracked) a new
@@ -463,6 +484,7 @@ def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None 
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / PROMOTED
+    _keep_parent(models_dir, record)
     replace_atomically(target, lambda tmp: shutil.copyfile(weights, tmp))
     sidecar = {
         "run_name": folder.name,
@@ -474,7 +496,8 @@ def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None 
         "selection": best.get("selection", "best"),
         "weights_sha256": sha256(target),
         "promoted": now(),
-        **{k: record[k] for k in ("network", "config_digest", "dataset", "split", "class_names") if k in record},
+        **{k: record[k] for k in ("network", "config_digest", "dataset", "split", "class_names", "parent", "unlabelled")
+           if k in record},
     }
     if register and sidecar["mlflow_run_id"] and sidecar["tracking_uri"]:
         sidecar.update(_register(record, sidecar, weights, models_dir))

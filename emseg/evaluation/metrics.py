@@ -129,12 +129,33 @@ class PixelError(IgniteMetricHandler):
 
 
 def class_index_output(output) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ignite output transform: one-hot ``pred`` (B, C, H, W) and the class index of one-hot ``label`` (B, H, W),
-    as Ignite's ``Accuracy`` takes them."""
+    """Ignite output transform: one-hot ``pred`` (B, C, H, W) and ``label`` (B, C, H, W) stacked from the engine's
+    lists; a pixel whose label is all zero is unlabelled."""
     preds, labels = from_engine(["pred", "label"])(output)
     pred = torch.stack([torch.as_tensor(p).as_subclass(torch.Tensor) for p in preds])
     label = torch.stack([torch.as_tensor(y).as_subclass(torch.Tensor) for y in labels])
-    return pred, label.argmax(1)
+    return pred, label
+
+
+class LabelledAccuracyMetric(CumulativeIterationMetric):
+    """Pixel accuracy over labelled pixels (one-hot label not all zero), pooled over the samples as Ignite's
+    ``Accuracy`` pools them."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        labelled = y.sum(1) > 0
+        correct = (y_pred.argmax(1) == y.argmax(1)) & labelled
+        return torch.stack([correct.flatten(1).sum(1), labelled.flatten(1).sum(1)], 1).double()  # (B, 2)
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        correct, labelled = self.get_buffer().sum(0)
+        return correct / labelled if labelled else torch.tensor(float("nan"))
+
+
+class LabelledAccuracy(IgniteMetricHandler):
+    """Ignite handler of :class:`LabelledAccuracyMetric` on the engine's one-hot ``pred`` and ``label``."""
+
+    def __init__(self, output_transform: Callable = class_index_output) -> None:
+        super().__init__(LabelledAccuracyMetric(), output_transform=output_transform, save_details=False)
 
 
 def key_metric(class_names: Sequence[str], interior_class: int | None = None, prefix: str = "val_") -> dict:
@@ -149,8 +170,6 @@ def key_metric(class_names: Sequence[str], interior_class: int | None = None, pr
 def validation_metrics(class_names: Sequence[str], interior_class: int | None = None, prefix: str = "val_") -> dict:
     """The other validation metrics: Dice and IoU of every class but "background", pixel accuracy, the mean
     Dice (of a membrane task, whose key metric is V_rand) and V_info."""
-    from ignite.metrics import Accuracy
-
     metrics: dict = {}
     if interior_class is not None:
         metrics[f"{prefix}v_info"] = ChallengeScore("v_info", output_transform=channel_output(interior_class,
@@ -161,5 +180,5 @@ def validation_metrics(class_names: Sequence[str], interior_class: int | None = 
             continue
         metrics[f"{prefix}dice_{name}"] = ClassOverlap([channel], "dice")
         metrics[f"{prefix}iou_{name}"] = ClassOverlap([channel], "iou")
-    metrics[f"{prefix}accuracy"] = Accuracy(output_transform=class_index_output)
+    metrics[f"{prefix}accuracy"] = LabelledAccuracy()
     return metrics

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from ignite.engine import Engine, Events
 
+from emseg.data.painted import UNLABELLED
 from emseg.evaluation.scores import score_stack
 from emseg.io.files import write_text_atomically
 
@@ -54,7 +55,9 @@ class EvaluationReport:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
         for item, output in zip(batch, engine.state.output):
             prob = output[self.prob_key].detach().float().cpu().numpy()
-            label = output[self.label_key].detach().argmax(0).cpu().numpy()
+            onehot = output[self.label_key].detach()
+            label = onehot.argmax(0).cpu().numpy().astype(np.int16)
+            label[(onehot.sum(0) == 0).cpu().numpy()] = UNLABELLED  # not painted: in no score
             self._items.append((str(item.get(self.name_key, len(self._items))), prob, label))
 
     def _report(self, engine: Engine) -> None:

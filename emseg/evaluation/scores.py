@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emseg.data.painted import UNLABELLED
 from emseg.evaluation.challenge import (
     SCORER,
     SCORE_NAMES,
@@ -90,21 +91,30 @@ def overlap_scores(prediction: torch.Tensor, label: torch.Tensor) -> tuple[torch
 
 def class_scores(prediction: np.ndarray, label: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """Pixel accuracy, and Dice, IoU (:func:`overlap_scores`) and 95% Hausdorff distance per class, of two (H, W)
-    class-index maps. HD95 is NaN unless the class is in both maps."""
+    class-index maps. HD95 is NaN unless the class is in both maps. Pixels whose ``label`` is
+    :data:`~emseg.data.painted.UNLABELLED` count in no score (HD95 is then NaN: it needs every pixel)."""
     from monai.metrics import compute_hausdorff_distance
 
     n = len(class_names)
-    p, t = one_hot(prediction, n), one_hot(label, n)
+    prediction, label = np.asarray(prediction), np.asarray(label)
+    labelled = label != UNLABELLED
+    sparse = not labelled.all()
+    p, t = one_hot(np.where(labelled, prediction, 0), n), one_hot(np.where(labelled, label, 0), n)
+    if sparse:  # unlabelled pixels are in no class, predicted or true
+        mask = torch.from_numpy(labelled)[None, None].float()
+        p, t = p * mask, t * mask
     dice, iou = (scores[0] for scores in overlap_scores(p, t))
     with warnings.catch_warnings():  # MONAI warns for every class missing from one side; those are NaN below
         warnings.simplefilter("ignore")
         hd95 = compute_hausdorff_distance(p, t, include_background=True, percentile=95)[0]
     in_pred, in_label = p.sum((0, 2, 3)) > 0, t.sum((0, 2, 3)) > 0
-    scores = {"accuracy": float((np.asarray(prediction) == np.asarray(label)).mean())}
+    correct = np.count_nonzero((prediction == label) & labelled)
+    scores = {"accuracy": float(correct / labelled.sum()) if labelled.any() else float("nan")}
     for c, name in enumerate(class_names):
         scores[f"dice_{name}"] = float(dice[c])
         scores[f"iou_{name}"] = float(iou[c])
-        scores[f"hd95_{name}"] = float(hd95[c]) if in_pred[c] and in_label[c] else float("nan")
+        # a distance between boundaries needs every pixel labelled
+        scores[f"hd95_{name}"] = float(hd95[c]) if in_pred[c] and in_label[c] and not sparse else float("nan")
     return scores
 
 
@@ -138,6 +148,9 @@ def score_stack(
     summary: dict = {"slices": len(labels), "classes": class_names}
     columns: list[str] = []
 
+    if interior_class is not None and any(np.any(np.asarray(t) == UNLABELLED) for t in labels):
+        summary["challenge_scores"] = "not computed: some labels are sparse (V_rand and V_info need every pixel)"
+        interior_class = None
     if interior_class is not None:
         thresholds = np.asarray(thresholds, dtype=np.float64)
         interior = [np.asarray(p)[interior_class] for p in probabilities]
