@@ -23,6 +23,10 @@ probability thinned and scored at the ISBI thresholds, the best threshold over t
 
 Rows already in ``--csv`` are skipped, so an interrupted benchmark continues where it stopped. ``--table`` prints the
 mean ± standard deviation over seeds of each configuration from the CSV.
+
+Choosing a recipe: ``--score_on validation`` scores on 3 EPFL training slices that the run did not train on (drawn
+with seed 99) instead of the test slices, and ``--variant NAME -- --key value ...`` passes
+bundle overrides to the training, named NAME in the table (e.g. ``--variant lr1e-3 -- --learning_rate 0.001``).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from emseg.networks import final_output
 
 REPO = Path(__file__).resolve().parents[1]
 CLASS_MAP = "{'membranes': 'membrane', 'background': 'interior'}"
-COLUMNS = ("k", "labels", "start", "unlabelled", "seed", "labelled_pixels", "labelled_slices", "dice", "v_rand",
+COLUMNS = ("variant", "k", "labels", "start", "unlabelled", "seed", "labelled_pixels", "labelled_slices", "dice", "v_rand",
            "v_info", "train_minutes", "run")
 
 
@@ -115,13 +119,24 @@ def write_dataset(root: Path, epfl: Path, chosen: list[int], labels: str, seed: 
     return labelled
 
 
-def score(run_dir: Path | None, parent: str, epfl: Path) -> dict:
-    """Membrane Dice (mean over the test slices) and the challenge's V_rand / V_info of the membrane map."""
+def validation_slices(slices: int, train: list[int]) -> list[int]:
+    """3 EPFL training slices for choosing a recipe, none of ``train`` (drawn with seed 99)."""
+    return sorted([i for i in np.random.default_rng(99).permutation(slices).tolist() if i not in train][:3])
+
+
+def score(run_dir: Path | None, parent: str, epfl: Path, on: str = "test", train: list[int] = ()) -> dict:
+    """Membrane Dice (mean over the slices) and the challenge's V_rand / V_info of the membrane map, on the EPFL
+    test slices (or the recipe-choosing ones, ``on`` "validation")."""
     model = open_model(run_dir if run_dir is not None else parent)
     network = model.build().float()
     names = model.class_names or []
     membrane = names.index("membranes") if "membranes" in names else names.index("membrane")
-    items = datalist("epfl", epfl, "test", None, {"membranes": ["membranes"]}, None, 128, [1, 1], False)
+    if on == "test":
+        items = datalist("epfl", epfl, "test", None, {"membranes": ["membranes"]}, None, 128, [1, 1], False)
+    else:
+        held = validation_slices(len(list_slice_files(epfl / "train" / "slices")), list(train))
+        items = datalist("epfl", epfl, "validation", {"train": [], "validation": held}, {"membranes": ["membranes"]},
+                         None, 128, [1, 1], False)
     inferer = SlidingWindowInferer(roi_size=(256, 256), sw_batch_size=4, overlap=0.25, mode="gaussian")
     dice, curves = [], []
     for item in items:
@@ -148,7 +163,7 @@ def train(args, name: str, data: Path, start: str, unlabelled: bool, seed: int, 
                "--download", "False", "--register_model", "False", "--seed", str(seed), "--run_name", name,
                "--amp", str(args.amp), "--channels_last", str(args.channels_last),
                "--epochs", str(args.epochs), "--epoch_length", str(args.epoch_length),
-               "--ckpt_dir", str(Path(args.work) / "models" / name)]
+               "--ckpt_dir", str(Path(args.work) / "models" / name), *args.overrides]
     if start == "finetune":
         command += ["--init_from", str(Path(args.parent).resolve()), "--class_map", CLASS_MAP]
     else:
@@ -178,16 +193,16 @@ def configurations(args):
 
 def run(args) -> None:
     csv_path = Path(args.csv)
-    done = {tuple(r[c] for c in COLUMNS[:5]) for r in csv.DictReader(csv_path.open())} if csv_path.is_file() else set()
+    done = {tuple(r[c] for c in COLUMNS[:6]) for r in csv.DictReader(csv_path.open())} if csv_path.is_file() else set()
     epfl = Path(args.epfl).resolve()
     slices = len(list_slice_files(epfl / "train" / "slices"))
     for k, labels, start, unlabelled, seed in configurations(args):
-        key = (k, labels, start, unlabelled, str(seed))
+        key = (args.variant, k, labels, start, unlabelled, str(seed))
         if key in done:
             continue
         count = slices if k == "all" else int(k)
         chosen = sorted(np.random.default_rng(seed).permutation(slices)[:count].tolist())
-        name = f"le_k{k}_{labels}_{start}_{'u' if unlabelled == 'yes' else 'n'}_s{seed}"
+        name = f"le_{args.variant}_k{k}_{labels}_{start}_{'u' if unlabelled == 'yes' else 'n'}_s{seed}"
         data = Path(args.work) / "data" / name
         labelled = write_dataset(data, epfl, chosen, labels, seed)
         if k == "0" and unlabelled == "no":
@@ -196,8 +211,8 @@ def run(args) -> None:
             indices = list(range(slices)) if labels == "none" else chosen
             minutes = train(args, name, data, start, unlabelled == "yes", seed, indices)
             run_dir = Path(args.bundle).resolve() / "runs" / name
-        scores = score(run_dir, args.parent, epfl)
-        row = {"k": k, "labels": labels, "start": start if run_dir else "parent", "unlabelled": unlabelled,
+        scores = score(run_dir, args.parent, epfl, args.score_on, chosen)
+        row = {"variant": args.variant, "k": k, "labels": labels, "start": start if run_dir else "parent", "unlabelled": unlabelled,
                "seed": seed, "labelled_pixels": labelled, "labelled_slices": len(chosen) if labels != "none" else 0,
                **{key: f"{value:.4f}" for key, value in scores.items()}, "train_minutes": f"{minutes:.2f}",
                "run": name if run_dir else str(args.parent)}
@@ -215,11 +230,11 @@ def table(csv_path: Path) -> str:
     rows = list(csv.DictReader(csv_path.open()))
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["k"], row["labels"], row["start"], row["unlabelled"]), []).append(row)
+        groups.setdefault((row["variant"], row["k"], row["labels"], row["start"], row["unlabelled"]), []).append(row)
     order = {"0": 0, "1": 1, "2": 2, "4": 4, "8": 8, "all": 99}
-    lines = ["| k | labels | start | unlabelled EPFL | seeds | labelled pixels | membrane Dice | V_rand | V_info | "
-             "training (min) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for key in sorted(groups, key=lambda g: (order.get(g[0], 50), g[1], g[2], g[3])):
+    lines = ["| variant | k | labels | start | unlabelled EPFL | seeds | labelled pixels | membrane Dice | V_rand | "
+             "V_info | training (min) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(groups, key=lambda g: (g[0], order.get(g[1], 50), g[2], g[3], g[4])):
         group = groups[key]
 
         def stat(column: str, digits: int = 3) -> str:
@@ -227,7 +242,7 @@ def table(csv_path: Path) -> str:
             return f"{values.mean():.{digits}f}" + (f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else "")
 
         pixels = np.mean([int(r["labelled_pixels"]) for r in group])
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(group)} | {pixels:,.0f} | {stat('dice')} | "
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {len(group)} | {pixels:,.0f} | {stat('dice')} | "
                      f"{stat('v_rand')} | {stat('v_info')} | {stat('train_minutes', 1)} |")
     return "\n".join(lines)
 
@@ -252,7 +267,12 @@ def main() -> int:
     parser.add_argument("--work", default="label_efficiency", help="data sets, models and MLflow store go here")
     parser.add_argument("--csv", default="label_efficiency.csv")
     parser.add_argument("--table", action="store_true", help="only print the table of --csv")
-    args = parser.parse_args()
+    parser.add_argument("--score_on", choices=["test", "validation"], default="test")
+    parser.add_argument("--variant", default="default", help="a name for the rows of this recipe")
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.overrides = argv[split + 1:]
     if not args.table:
         Path(args.work).mkdir(parents=True, exist_ok=True)
         args.work = str(Path(args.work).resolve())
