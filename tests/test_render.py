@@ -89,6 +89,7 @@ def test_a_new_bundle_is_one_recipe_away(tmp_path):
     bundle.mkdir(parents=True)
     recipe = json.loads((REPO_ROOT / "bundles" / "unet" / "recipe.json").read_text())
     (bundle / "recipe.json").write_text(json.dumps({**recipe, "bundle_name": "smallunet", "features": [4, 4, 8, 8, 8, 4]}))
-    assert {p.name for p in render_bundle(bundle)} == {"train.json", "evaluate.json", "multi_gpu_train.json", "inference.json",
+    assert {p.name for p in render_bundle(bundle)} == {"train.json", "evaluate.json", "finetune.json",
+                                                    "multi_gpu_train.json", "inference.json",
                                                     "inference_blockwise.json", "logging.conf"}
     assert json.loads((bundle / "configs" / "train.json").read_text())["bundle_name"] == "smallunet"
