@@ -266,3 +266,23 @@ def test_a_fine_tuned_run_on_painted_strokes_is_packed_naming_its_parent(parent_
     with zipfile.ZipFile(next(out.glob("*.zip"))) as archive:
         meta = json.loads(archive.read("unet/configs/metadata.json"))
     assert meta["emseg_provenance"]["parent"]["sha256"] == record["parent"]["sha256"]
+
+
+def test_emseg_evaluate_scores_painted_pixels_only(tmp_path, isbi_volumes):
+    _, labels = isbi_volumes
+    truth = (labels[25:27] > 0).astype(np.uint8)  # 1 = interior
+    rng = np.random.default_rng(0)
+    probability = np.clip(truth + rng.normal(0, 0.6, truth.shape), 0, 1).astype(np.float32)  # interior probability
+    painted = np.where(truth > 0, 2, 1).astype(np.uint8)
+    painted[:, :, :300] = 0  # only the right part is painted
+    tifffile.imwrite(tmp_path / "prob.tif", probability)
+    tifffile.imwrite(tmp_path / "strokes.tif", painted)
+    result = subprocess.run([sys.executable, "-m", "emseg.cli", "evaluate", str(tmp_path / "prob.tif"),
+                             str(tmp_path / "strokes.tif"), "--painted", "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    predicted, membrane = probability[:, :, 300:] < 0.5, truth[:, :, 300:] == 0
+    expected = np.mean([2 * (p & t).sum() / (p.sum() + t.sum()) for p, t in zip(predicted, membrane)])
+    assert summary["dice_membrane"] == pytest.approx(expected, rel=1e-6)
+    assert "v_rand" not in summary and "not computed" in summary["challenge_scores"]

@@ -43,11 +43,13 @@ def emseg_version() -> str:
 
 def network_from_record(record: Mapping, weights: str | Path) -> torch.nn.Module:
     """The network saved in a run ``record`` (its resolved ``network_def``) with ``weights`` loaded, in eval mode."""
-    from emseg.networks import build_network, load_weights
+    from emseg.engine.trained import open_model
 
     if not record.get("network"):
         raise ValueError(f"{weights}: no network definition saved with these weights; cannot register them")
-    return load_weights(build_network(record["network"]), weights)
+    model = open_model(weights)
+    model.record = {**model.record, **dict(record)}  # the run's record describes these weights
+    return model.build()
 
 
 def _signature(network: torch.nn.Module) -> tuple:

@@ -74,6 +74,17 @@ class TrainedModel:
         network.load_state_dict(self.state)
         return network.eval()
 
+    def load_into(self, network: nn.Module) -> nn.Module:
+        """``network`` (built from a config) with these weights loaded strictly, in eval mode; weights that do not
+        fit are refused naming the source."""
+        try:
+            network.load_state_dict(self.state)
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())
+            raise ValueError(f"{self.source}: weights do not fit the network ({detail[:300]}); if they were trained "
+                             f"elsewhere, set the network's keys (--features ...) and --network_from config") from err
+        return network.eval()
+
     def provenance(self) -> dict:
         """Where the weights come from: what a run started from them records as its parent."""
         keys = ("run_name", "mlflow_run_id", "registered_model", "model_version", "dataset", "class_names", "bundle")

@@ -94,8 +94,8 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
 
     from emseg.bundle.paths import load_config
     from emseg.engine.runs import weights_record
-    from emseg.io.files import sha256
-    from emseg.networks import final_output, load_weights
+    from emseg.engine.trained import open_model
+    from emseg.networks import final_output
 
     configs = Path(bundle_dir) / "configs"
     values = {"eval_split": split, "run_name": run_name, **(overrides or {})}
@@ -112,7 +112,8 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"{checkpoint}: no weights to tune for; train the bundle (and promote a run) first, "
                                 f"or give --run_name")
-    network = load_weights(parser.get_parsed_content("network"), checkpoint, device)
+    model = open_model(checkpoint)  # read once: the digest below names exactly the weights that scored
+    network = model.load_into(parser.get_parsed_content("network")).to(device)
     inferer = parser.get_parsed_content("validate#inferer")
     interior, truth = [], []
     with torch.inference_mode():
@@ -121,8 +122,8 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
             interior.append(torch.softmax(logits.float(), 1)[0, interior_class].cpu().numpy())
             truth.append((np.asarray(batch["label"][0, 0]) == interior_class).astype(np.uint8))
     info = {"bundle": parser.get_parsed_content("bundle_name"), "split": split, "slices": len(truth),
-            "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
-            "training_run": record.get("run_name"), "training_mlflow_run_id": record.get("mlflow_run_id"),
+            "checkpoint": str(checkpoint), "checkpoint_sha256": model.sha256,
+            "training_run": model.record.get("run_name"), "training_mlflow_run_id": model.record.get("mlflow_run_id"),
             "tracking_uri": parser.get_parsed_content("tracking_uri"),
             "experiment_name": parser.get_parsed_content("experiment_name")}
     return interior, truth, info
