@@ -19,7 +19,9 @@ probability thinned and scored at the ISBI thresholds, the best threshold over t
 - ``finetune``: ``configs/finetune.json`` from ``--parent`` (ISBI membrane -> EPFL membranes, interior ->
   background). ``scratch``: the same schedule from a random initialisation at the default learning rate.
 - ``unlabelled yes``: the mean teacher (``--unlabelled``) on EPFL's 27 training images, labels not read.
-- ``k 0``: ``finetune`` without unlabelled slices is the parent applied unchanged (no training).
+- ``k 0``: ``parent`` is the parent applied unchanged (no training); ``finetune`` without unlabelled slices trains
+  on the 27 slices with nothing painted: no loss, so no weight moves, but batch norm's statistics (of the weight
+  average that is kept) follow EPFL's; with unlabelled slices, the mean teacher's consistency loss is all it learns.
 
 Rows already in ``--csv`` are skipped, so an interrupted benchmark continues where it stopped. ``--table`` prints the
 mean ± standard deviation over seeds of each configuration from the CSV.
@@ -183,8 +185,9 @@ def configurations(args):
         for labels in (["none"] if k == "0" else args.labels):
             for start in args.starts:
                 for unlabelled in args.unlabelled:
-                    if k == "0" and start == "scratch" and unlabelled == "no":
-                        continue  # nothing to learn from
+                    if (k == "0" and start == "scratch" and unlabelled == "no") or (start == "parent" and (
+                            k != "0" or unlabelled == "yes")):
+                        continue  # nothing to learn from; the parent is scored as it is once
                     if labels == "strokes" and k == "all":
                         continue
                     for seed in args.seeds:
@@ -205,7 +208,7 @@ def run(args) -> None:
         name = f"le_{args.variant}_k{k}_{labels}_{start}_{'u' if unlabelled == 'yes' else 'n'}_s{seed}"
         data = Path(args.work) / "data" / name
         labelled = write_dataset(data, epfl, chosen, labels, seed)
-        if k == "0" and unlabelled == "no":
+        if start == "parent":
             minutes, run_dir = 0.0, None  # the parent, unchanged
         else:
             indices = list(range(slices)) if labels == "none" else chosen
@@ -216,7 +219,6 @@ def run(args) -> None:
                "seed": seed, "labelled_pixels": labelled, "labelled_slices": len(chosen) if labels != "none" else 0,
                **{key: f"{value:.4f}" for key, value in scores.items()}, "train_minutes": f"{minutes:.2f}",
                "run": name if run_dir else str(args.parent)}
-        row["start"] = start if run_dir else "parent"
         new = not csv_path.is_file()
         with csv_path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -254,7 +256,7 @@ def main() -> int:
     parser.add_argument("--epfl", default=os.environ.get("EMSEG_SHARED_DATA", str(REPO.parent / "shared" / "data"))
                         + "/epfl-hippocampus-multiclass")
     parser.add_argument("--k", nargs="+", default=["0", "1", "2", "4", "8", "all"])
-    parser.add_argument("--starts", nargs="+", default=["finetune", "scratch"], choices=["finetune", "scratch"])
+    parser.add_argument("--starts", nargs="+", default=["finetune", "scratch"], choices=["parent", "finetune", "scratch"])
     parser.add_argument("--labels", nargs="+", default=["dense", "strokes"], choices=["dense", "strokes"])
     parser.add_argument("--unlabelled", nargs="+", default=["no", "yes"], choices=["no", "yes"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
