@@ -39,13 +39,13 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from emseg.engine.trained import BEST, PROMOTED, RECORD, SIDECAR, weights_record  # noqa: F401 (re-exported)
 from emseg.errors import require_flag
 from emseg.io.files import replace_atomically, sha256, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
-RECORD, CONFIG, LAST, BEST, METRICS = "run.json", "config.json", "checkpoint_last.pt", "model_best.pt", "metrics.csv"
-PROMOTED, SIDECAR = "model.pt", "model.json"
+CONFIG, LAST, METRICS = "config.json", "checkpoint_last.pt", "metrics.csv"
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
 
@@ -201,13 +201,6 @@ def weights_path(bundle_root: str | Path, run_name: str | None = None) -> str:
         runs = sorted(p.name for p in (Path(bundle_root) / "runs").glob("*/") if (p / RECORD).is_file())
         raise RunError(f"{folder}: no such run; runs of this bundle: {', '.join(runs) or 'none'}")
     return str(folder / BEST)
-
-
-def weights_record(weights: str | Path) -> dict:
-    """What was saved with ``weights``: the sidecar of a promoted model, or the run record of a run's best model."""
-    weights = Path(weights)
-    sidecar = weights.with_name(SIDECAR) if weights.name == PROMOTED else weights.with_name(RECORD)
-    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
 
 # keys of a network definition that choose how a trained network runs, not what it is: taken from the config

@@ -37,6 +37,9 @@ from emseg.networks.weights import build_network, read_state_dict
 logger = logging.getLogger(__name__)
 
 REGISTRY_SCHEME = "models:/"
+# what a run folder and a bundle's models/ folder hold (emseg.engine.runs writes them)
+RECORD, BEST = "run.json", "model_best.pt"
+PROMOTED, SIDECAR = "model.pt", "model.json"
 CLASS_KEYS = ("out_channels", "num_classes")  # the key of a saved network definition that counts its classes
 
 
@@ -94,9 +97,14 @@ class TrainedModel:
 
 
 # --- reading each kind of source -------------------------------------------------------------------------------
-def _from_file(path: Path, kind: str, source: str) -> TrainedModel:
-    from emseg.engine.runs import weights_record
+def weights_record(weights: str | Path) -> dict:
+    """What was saved with ``weights``: the sidecar of a promoted model, or the run record of a run's best model."""
+    weights = Path(weights)
+    sidecar = weights.with_name(SIDECAR) if weights.name == PROMOTED else weights.with_name(RECORD)
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
+
+def _from_file(path: Path, kind: str, source: str) -> TrainedModel:
     try:
         state, digest = read_state_dict(path)
     except (FileNotFoundError, ValueError) as err:
@@ -109,8 +117,6 @@ def _from_file(path: Path, kind: str, source: str) -> TrainedModel:
 
 
 def _from_folder(path: Path, source: str) -> TrainedModel:
-    from emseg.engine.runs import BEST, PROMOTED, RECORD
-
     if (path / RECORD).is_file():
         return _from_file(path / BEST, "run", source)
     if (path / "models" / PROMOTED).is_file():
