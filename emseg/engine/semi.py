@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
 from monai.data import DataLoader, Dataset
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
 from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, RandFlipd, RandRotate90d, RandSpatialCropSamplesd
 from torch import nn
 
@@ -122,27 +124,36 @@ class MeanTeacher:
             return torch.softmax(final_output(self.teacher(images)).float(), dim=1)
 
     def step(self, engine: Engine, batchdata: dict) -> dict:
-        """One training iteration: the bundle's loss on the labelled batch plus the weighted consistency loss."""
+        """One training iteration: the bundle's loss on the labelled batch plus the weighted consistency loss. It
+        fires MONAI's iteration events as ``SupervisedTrainer`` does (its handlers, decollation included, run)."""
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets = batch[0], batch[1]
+        engine.state.output = output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        prediction = engine.inferer(inputs, engine.network)
-        supervised = engine.loss_function(prediction, targets).mean()
+        output[Keys.PRED] = engine.inferer(inputs, engine.network)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        supervised = engine.loss_function(output[Keys.PRED], targets).mean()
         unlabelled = self._next(inputs.device)
         target = self._teacher(unlabelled)
         student = torch.softmax(final_output(engine.inferer(perturb(unlabelled, self.noise), engine.network)), dim=1)
         consistency = F.mse_loss(student.float(), target)
         loss = supervised + self.ramp(engine) * consistency
+        output[Keys.LOSS] = loss
+        output["supervised_loss"], output["consistency_loss"] = supervised.detach(), consistency.detach()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if engine.amp and engine.scaler is not None:
             engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
             loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
-        return {"image": inputs, "label": targets, "pred": prediction, "loss": loss.detach(),
-                "supervised_loss": supervised.detach(), "consistency_loss": consistency.detach()}
+        output[Keys.LOSS] = loss.detach()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
 
 
 def iteration_update(mean_teacher: MeanTeacher | None):
