@@ -169,7 +169,7 @@ def train(args, name: str, data: Path, start: str, unlabelled: bool, seed: int, 
     if start == "finetune":
         command += ["--init_from", str(Path(args.parent).resolve()), "--class_map", CLASS_MAP]
     else:
-        command += ["--init_from", "None", "--learning_rate", str(args.scratch_learning_rate)]
+        command += ["--init_from", "", "--learning_rate", str(args.scratch_learning_rate)]  # (None is ignored)
     if unlabelled:
         command += ["--unlabelled", str(Path(args.epfl).resolve() / "train" / "slices"),
                     "--consistency_weight", str(args.consistency_weight)]
