@@ -426,6 +426,12 @@ class TrainingRun:
             logger.warning("run %s finished without a validated model: %s/model.pt is unchanged", self.folder.name,
                            self.models_dir)
             return
+        if not math.isfinite(float(self.best.get("value", float("nan")))):  # "last" kept unscored weights
+            logger.warning("run %s finished; its last weights are in %s but were not scored (validation %s is %s: "
+                           "nothing labelled?), so %s/model.pt is unchanged; score them, then 'emseg bundle promote'",
+                           self.folder.name, self.folder.file(BEST), self.best.get("metric"), self.best.get("value"),
+                           self.models_dir)
+            return
         promote(self.folder.path, self.models_dir, record, register=self.register_model)
 
 
