@@ -286,3 +286,28 @@ def test_emseg_evaluate_scores_painted_pixels_only(tmp_path, isbi_volumes):
     expected = np.mean([2 * (p & t).sum() / (p.sum() + t.sum()) for p, t in zip(predicted, membrane)])
     assert summary["dice_membrane"] == pytest.approx(expected, rel=1e-6)
     assert "v_rand" not in summary and "not computed" in summary["challenge_scores"]
+
+
+def test_the_unlabelled_stack_alone_trains_through_the_cli_and_keeps_its_last_weights(parent_project, tmp_path,
+                                                                                     isbi_dir, isbi_volumes):
+    images, _ = isbi_volumes
+    data = tmp_path / "nothing_painted"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    for i in range(2):
+        Image.fromarray(images[i]).save(data / "images" / f"slice{i}.png")
+        Image.fromarray(np.zeros(images[i].shape, np.uint8)).save(data / "labels" / f"slice{i}.png")
+    configs = json.dumps([config(parent_project, "unet", "train.json"), config(parent_project, "unet", "finetune.json")])
+    result = monai_bundle("run", "training", "--config_file", configs,
+                          *tiny(dataset="folders", dataset_dir=data, classes="['membranes']", epochs=2,
+                                class_map="{'membranes': 'membrane', 'background': 'interior'}",
+                                split="{'train': [0, 1], 'validation': []}", validation_split="train",
+                                unlabelled=str(isbi_dir / "test-volume.tif")),
+                          "--run_name", "unlabelled_only", "--ckpt_dir", str(tmp_path / "models"), cwd=parent_project)
+    run = parent_project / "bundles/unet/runs/unlabelled_only"
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "FINISHED" and record["unlabelled"]["slices"] == 30
+    assert (run / "model_best.pt").is_file() and not (tmp_path / "models" / "model.pt").exists()
+    assert "were not scored" in result.stderr + result.stdout  # kept, not promoted
+    losses = [float(line.split(",")[1]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)  # the consistency loss: nothing else was labelled
