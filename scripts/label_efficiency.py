@@ -236,7 +236,8 @@ def table(csv_path: Path) -> str:
     order = {"0": 0, "1": 1, "2": 2, "4": 4, "8": 8, "all": 99}
     lines = ["| variant | k | labels | start | unlabelled EPFL | seeds | labelled pixels | membrane Dice | V_rand | "
              "V_info | training (min) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key in sorted(groups, key=lambda g: (g[0], order.get(g[1], 50), g[2], g[3], g[4])):
+    starts = {"parent": 0, "finetune": 1, "scratch": 2}
+    for key in sorted(groups, key=lambda g: (g[0], order.get(g[1], 50), g[2], starts.get(g[3], 3), g[4])):
         group = groups[key]
 
         def stat(column: str, digits: int = 3) -> str:
