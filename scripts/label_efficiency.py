@@ -49,7 +49,7 @@ from skimage import draw, morphology
 from scipy import ndimage
 
 from emseg.data import datalist
-from emseg.data.painted import LABELS_FOLDER
+from emseg.data.painted import LABELS_FOLDER, classes_to_painted
 from emseg.engine.trained import open_model
 from emseg.evaluation.challenge import SCORE_NAMES, THRESHOLDS, best_threshold, challenge_scores
 from emseg.io import list_slice_files, read_image
@@ -113,7 +113,7 @@ def write_dataset(root: Path, epfl: Path, chosen: list[int], labels: str, seed: 
         elif index not in chosen:
             continue
         elif labels == "dense":
-            painted = np.where(membrane, 2, 1).astype(np.uint8)
+            painted = classes_to_painted(membrane.astype(np.int16))  # background 1, membranes 2
         else:
             painted = stroke_labels(membrane, rng)
         labelled += int(np.count_nonzero(painted))

@@ -19,7 +19,6 @@ import numpy as np
 from emseg.io import VolumeError, list_slice_files, read_image
 
 UNLABELLED = -1  # the class index of a pixel nobody labelled
-NOT_PAINTED = 0  # the value a painted label image holds there (napari's labels layer, Fiji, ilastik)
 LABELS_FOLDER = "labels"
 
 
@@ -41,12 +40,6 @@ def painted_to_classes(painted: np.ndarray, num_classes: int, path: str | Path) 
 def classes_to_painted(classes: np.ndarray) -> np.ndarray:
     """uint8 painted label image of a class-index map: :data:`UNLABELLED` -> 0, class ``c`` -> ``c + 1``."""
     return (np.asarray(classes).astype(np.int16) + 1).astype(np.uint8)
-
-
-def labelled_fraction(label: np.ndarray) -> float:
-    """Fraction of the pixels of a class-index map that are labelled."""
-    label = np.asarray(label)
-    return float(np.count_nonzero(label != UNLABELLED) / label.size) if label.size else 0.0
 
 
 def painted_datalist(root: str | Path, image_folder: str, class_names: Sequence[str],

@@ -312,8 +312,8 @@ def initialise_network(network: nn.Module, parent: TrainedModel | None, class_na
     if parent_classes is not None:
         count = len(parent_classes)
     else:
-        heads = [k for k in own if k in parent.state and parent.state[k].shape != own[k].shape]
-        count = int(parent.state[heads[0]].shape[0]) if heads else len(class_names)
+        differing = [k for k in own if k in parent.state and parent.state[k].shape != own[k].shape]
+        count = int(parent.state[differing[0]].shape[0]) if differing else len(class_names)
     heads = head_tensors(parent.network_def, parent.state, count)
     if not heads and count != len(class_names):
         raise ModelSourceError(f"init_from {parent.source}: it has {count} classes and this bundle {len(class_names)}, "
