@@ -1,22 +1,15 @@
 """emseg: MONAI bundles and shared code for electron-microscopy segmentation.
 
-Submodules load on first use (``emseg.data``, ``emseg.engine``, ...), so bundle
-configs need only ``"$import emseg"``. The layout, one concept per package:
+Submodules load on first use (``emseg.data``, ``emseg.engine``, ...), so bundle configs need only
+``"$import emseg"``. Four layers; a module imports only from its own layer's earlier packages or from lower
+layers, and at its top (``tests/test_layout.py`` holds the table):
 
-| module | what |
-|---|---|
-| ``io`` | readers and writers of volumes, one per format, by registry |
-| ``data`` | data sets by name, splits, tiling, downloads |
-| ``transforms`` | EM augmentation presets and border weights on MONAI dict transforms |
-| ``networks`` | architectures MONAI lacks and weight loading |
-| ``losses`` | losses by name |
-| ``engine`` | mixed precision, test-time augmentation, Ignite handlers, MLflow tracking |
-| ``evaluation`` | challenge and per-class scores, validation metrics, the evaluation report |
-| ``inference`` | whole-stack streaming inference |
-| ``blockwise`` | block-wise inference of zarr volumes on Dask, resumable |
-| ``bundle`` | bundle paths, rendering configs from the template, packing and verifying, previews |
-| ``visualize`` | overlays and contrast stretching for pictures |
-| ``cli`` | the ``emseg`` command |
+| layer | packages | what |
+|---|---|---|
+| core: arrays in, arrays out | ``errors``, ``io``, ``visualize``, ``data``, ``transforms``, ``losses``, ``networks``, ``segmentation``, ``evaluation`` | files and volumes, data sets, augmentation, losses, architectures, cells, scores |
+| runtime | ``engine`` | compute (precision, windows, TTA, averaging, allocator, distributed, a trained model, mean teacher) and record-keeping (paths, runs, MLflow tracking, registry, handlers) |
+| workflows | ``inference``, ``blockwise``, ``bundle``, ``tuning`` | whole stacks, zarr volumes on Dask, render/pack/verify/bioimage.io/preview, tuning the cell parameters |
+| front ends | ``cli`` (and the bundles' configs) | the ``emseg`` command, one module per command group |
 """
 
 import importlib
@@ -38,6 +31,7 @@ _SUBMODULES = (
     "losses",
     "networks",
     "transforms",
+    "tuning",
     "visualize",
 )
 

@@ -29,6 +29,7 @@ import torch
 from emseg.engine.allocator import ENVIRONMENT
 from emseg.io.safety import OutputError, check_not_an_input
 from emseg.io.source import VolumeError
+from emseg.io.zarr_volumes import write_image_metadata, zarr_array
 from emseg.networks import final_output
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ def block_grid(shape: Sequence[int], block: Sequence[int]) -> list[tuple[int, in
 
 
 def _input_array(path: str | Path, key: str | None):
-    from emseg.io.zarr_volumes import zarr_array
 
     array, _ = zarr_array(Path(path), key)
     if array.ndim != 3:
@@ -136,7 +136,6 @@ def _prepare_store(partial: Path, shape, block, dtype, grid_shape) -> None:
 def _finish(partial: Path, output: Path, spacing: Sequence[float]) -> None:
     import zarr
 
-    from emseg.io.zarr_volumes import write_image_metadata
 
     group = zarr.open_group(str(partial), mode="r+")
     del group["done"]

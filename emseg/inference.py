@@ -16,6 +16,7 @@ from emseg.errors import require_flag
 from emseg.io import open_slices, stack_writer
 from emseg.io.safety import check_not_an_input
 from emseg.networks import final_output
+from emseg.segmentation import InstanceParams, InstanceSegmenter
 from emseg.visualize import class_palette
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,6 @@ def segment_stack(
     dtype = DTYPES.get(output, "float32")
     segmenter = None
     if output == "instances":
-        from emseg.segmentation import InstanceParams, InstanceSegmenter
 
         segmenter = InstanceSegmenter(InstanceParams.from_mapping(instances, "instances"))
     check_not_an_input(output_path, [input_path])

@@ -109,7 +109,7 @@ def peer_loop(volume: np.ndarray, labels: np.ndarray, features, batch: int, patc
 
 
 def bundle_config(bundle: Path, name: str, overrides: dict):
-    from emseg.bundle.paths import load_config
+    from emseg.engine.paths import load_config
 
     return load_config(bundle / "configs" / name, overrides)
 

@@ -52,7 +52,7 @@ def build_volume(path: Path, slices: int, size: int, chunk: int) -> int:
 def _bundle(bundle: str, overrides: dict):
     import torch
 
-    from emseg.bundle.paths import load_config
+    from emseg.engine.paths import load_config
 
     parser = load_config(REPO_ROOT / "bundles" / bundle / "configs" / "inference.json",
                          {"device": "$torch.device('cpu')", **overrides})

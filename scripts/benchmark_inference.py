@@ -33,7 +33,7 @@ def measure(bundle: str, input_path: str, output_path: str, tta: str) -> None:
     """Child process: run the bundle's inference once."""
     import torch
 
-    from emseg.bundle.paths import load_config
+    from emseg.engine.paths import load_config
     from emseg.engine.tta import ALL_TRANSFORMS
     from emseg.inference import segment_stack
     from emseg.networks import load_weights

@@ -44,7 +44,7 @@ def bundle_config(bundle: str, extra: list[str]):
     """The bundle's train.json with the extra ``--key value`` overrides applied (values read as the CLI reads them)."""
     from fire.parser import DefaultParseValue
 
-    from emseg.bundle.paths import load_config
+    from emseg.engine.paths import load_config
 
     config = load_config(REPO_ROOT / "bundles" / bundle / "configs" / "train.json")
     for key, value in zip(extra[::2], extra[1::2]):

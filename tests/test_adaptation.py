@@ -261,7 +261,7 @@ def test_a_fine_tuned_run_on_painted_strokes_is_packed_naming_its_parent(parent_
     rows = (bundle / "runs/strokes/metrics.csv").read_text()
     assert "val_dice_membranes" in rows  # validation scored the painted pixels of slice 2
     out = tmp_path / "packed"
-    subprocess.run([sys.executable, "-m", "emseg.cli", "bundle", "pack", str(bundle), "--run_name", "strokes",
+    subprocess.run([sys.executable, "-m", "emseg.cli", "bundle", "pack", str(bundle), "--run-name", "strokes",
                     "--output", str(out)], check=True, capture_output=True, cwd=parent_project)
     with zipfile.ZipFile(next(out.glob("*.zip"))) as archive:
         meta = json.loads(archive.read("unet/configs/metadata.json"))

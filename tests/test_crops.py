@@ -7,7 +7,7 @@ import torch
 from conftest import REPO_ROOT
 from monai.utils import set_determinism
 
-from emseg.bundle.paths import load_config
+from emseg.engine.paths import load_config
 from emseg.transforms import random_crops
 
 RARE = {"mitochondria": 2, "vesicles": 3, "PSD": 4}

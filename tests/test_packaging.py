@@ -284,7 +284,7 @@ def test_bioimageio_package_validates_and_passes_the_core_test(trained_unet, isb
 
     bundle = trained_unet / "bundles" / "unet"
     package = tmp_path / "unet.bioimageio.zip"
-    done = _emseg("bundle", "export-bioimageio", str(bundle), str(package), "--dataset_dir", str(isbi_dir), "--test",
+    done = _emseg("bundle", "export-bioimageio", str(bundle), str(package), "--dataset-dir", str(isbi_dir), "--test",
                   cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "passed bioimageio.core's model test" in done.stdout
@@ -314,7 +314,7 @@ def test_bioimageio_export_refuses_bad_requests(trained_unet, isbi_dir, tmp_path
         ([str(untrained), str(tmp_path / "u.zip")], "models/model.pt: missing, cannot export"),
         ([str(bundle), str(tmp_path / "u.zip"), "--image", str(tmp_path / "none.tif")], "none.tif: no such file"),
     ):
-        done = _emseg("bundle", "export-bioimageio", *args, "--dataset_dir", str(isbi_dir), cwd=tmp_path)
+        done = _emseg("bundle", "export-bioimageio", *args, "--dataset-dir", str(isbi_dir), cwd=tmp_path)
         last = done.stderr.strip().splitlines()[-1]
         assert done.returncode != 0 and message in last, done.stderr
     assert existing.read_bytes() == b"someone's file" and not (tmp_path / "u.zip").exists()

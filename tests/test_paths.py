@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import REPO_ROOT
 
-from emseg.bundle.paths import bundle_root, load_config, project_root
+from emseg.engine.paths import bundle_root, load_config, project_root
 
 
 def test_project_root_is_above_bundles_or_the_bundle_itself(tmp_path):

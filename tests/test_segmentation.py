@@ -23,7 +23,7 @@ from emseg.segmentation import (
     segment_slice,
     segment_volume,
 )
-from emseg.segmentation.tuning import (
+from emseg.tuning import (
     BASELINE_THRESHOLDS,
     best_instance_params,
     challenge_baseline,

@@ -1,6 +1,10 @@
-"""Bundle tooling: where a bundle lives (``paths``), rendering its configs from the template (``render``),
-packing and verifying it for sharing (``pack``), previewing what it trains on (``preview``)."""
+"""Bundle workflows: rendering a bundle's configs from the template (``render``), packing and verifying it for
+sharing (``pack``, ``audit``), the bioimage.io export (``bioimageio``), previewing what it trains on (``preview``).
 
-from emseg.bundle.paths import bundle_root, load_config, project_root, running_workflow
+Where a running bundle lives is runtime knowledge and has its home in ``emseg.engine.paths``; configs rendered
+before that move call ``emseg.bundle.bundle_root()``, so the two functions stay reachable here.
+"""
 
-__all__ = ["bundle_root", "load_config", "project_root", "running_workflow"]
+from emseg.engine.paths import bundle_root, project_root
+
+__all__ = ["bundle_root", "project_root"]

@@ -24,7 +24,14 @@ import numpy as np
 import torch
 
 from emseg.bundle.pack import BundleError, provenance
+from emseg.data import default_dataset_dir, get_dataset, test_images, voxel_spacing
+from emseg.engine.paths import project_root
+from emseg.engine.registry import network_from_record
+from emseg.engine.runs import weights_record
+from emseg.io import open_slices
+from emseg.io.files import sha256
 from emseg.networks import final_output
+from emseg.visualize import paint_classes, to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +82,6 @@ def _licence(bundle_dir: Path):
 
 def _test_slice(image: str | Path) -> np.ndarray:
     """The first slice of ``image`` cut to a centre square of :data:`TEST_SIZE` (or the largest multiple of 32)."""
-    from emseg.io import open_slices
 
     with open_slices(image) as source:
         picture = np.asarray(source[0], dtype=np.float32)
@@ -102,7 +108,6 @@ def _cover(raw: np.ndarray, probabilities: np.ndarray, hidden_class: int, path: 
     """Input and predicted classes side by side (2:1, as bioimage.io recommends)."""
     from PIL import Image
 
-    from emseg.visualize import paint_classes, to_uint8
 
     grey = to_uint8(raw)
     painted = paint_classes(grey, probabilities.argmax(0), hidden_class)
@@ -117,11 +122,6 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
     under ``dataset_dir``, by default the project's ``data/`` folder). The zip is written beside ``output`` and
     renamed when complete; an existing ``output`` is replaced only with ``overwrite``.
     """
-    from emseg.bundle.paths import project_root
-    from emseg.data import default_dataset_dir, get_dataset, test_images, voxel_spacing
-    from emseg.engine.registry import network_from_record
-    from emseg.engine.runs import weights_record
-    from emseg.io.files import sha256
 
     bundle_dir, output = Path(bundle_dir).resolve(), Path(output)
     weights = bundle_dir / "models" / "model.pt"
@@ -149,7 +149,7 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
         image = test_images(dataset, dataset_dir or default_dataset_dir(dataset, project_root(bundle_dir)))
         if not Path(image).exists():
             raise BundleError(f"{image}: missing; the test tensors need one real slice: pass --image STACK (or "
-                              f"--dataset_dir where the data set is)")
+                              f"--dataset-dir where the data set is)")
     raw = _test_slice(image)
     network = network_from_record(record, weights).float().eval()
     with torch.no_grad():  # not inference_mode: the same tensor is traced below

@@ -30,8 +30,12 @@ from pathlib import Path
 
 import torch
 
+from emseg.bundle.audit import unlisted_code
+from emseg.engine.paths import project_root
+from emseg.engine.runs import network_for, weights_path, weights_record
 from emseg.evaluation.challenge import SCORER
 from emseg.io.files import sha256
+from emseg.networks import load_state_dict, load_weights
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +106,6 @@ def export_torchscript(config: dict, weights: Path, target: Path, meta: dict, in
     from monai.bundle import ConfigParser
     from monai.data import save_net_with_metadata
 
-    from emseg.engine.runs import network_for
-    from emseg.networks import load_weights
 
     parser = ConfigParser(config)
     parser["bundle_root"] = str(weights.parent.parent)  # not run by a bundle workflow here
@@ -197,8 +199,6 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, ru
     they were never evaluated; ``emseg_provenance`` records the run, MLflow run id, data set and split. The zip goes
     to ``output_dir`` (default: the project root, the folder holding ``bundles/``, or the bundle's parent folder).
     """
-    from emseg.bundle.paths import project_root
-    from emseg.engine.runs import weights_path, weights_record
 
     bundle_dir = Path(bundle_dir).resolve()
     name = bundle_dir.name
@@ -214,7 +214,7 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, ru
     if record.get("weights_sha256", digest) != digest:
         raise BundleError(f"{weights}: {weights.with_name('model.json')} describes other weights (sha256 "
                           f"{record['weights_sha256'][:12]}..., this file {digest[:12]}...); promote the run again "
-                          f"(emseg bundle promote) or pack a run's weights with --run_name")
+                          f"(emseg bundle promote) or pack a run's weights with --run-name")
     meta = json.loads(meta_file.read_text())
     eval_metrics, meta["emseg_provenance"] = provenance(bundle_dir, digest, record)
     meta.pop("eval_metrics", None)
@@ -320,7 +320,6 @@ def _check_large_files(root: Path, zip_path: Path) -> None:
 
 def _check_same_weights(root: Path, zip_path: Path, network: torch.jit.ScriptModule) -> None:
     """models/model.pt holds the weights that models/model.ts runs."""
-    from emseg.networks import load_state_dict
 
     weights = load_state_dict(root / "models" / "model.pt")
     scripted = network.state_dict()
@@ -342,7 +341,6 @@ def verify_bundle(zip_path: str | Path, expected_sha256: str | None = None, allo
     """
     from monai.bundle import verify_metadata
 
-    from emseg.bundle.audit import unlisted_code
 
     zip_path = Path(zip_path)
     if not zipfile.is_zipfile(zip_path):

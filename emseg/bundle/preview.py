@@ -8,6 +8,8 @@ from typing import Iterator
 
 import numpy as np
 
+from emseg.engine.paths import load_config
+from emseg.io.safety import OutputError
 from emseg.visualize import to_uint8
 
 
@@ -19,7 +21,6 @@ def augmented_pairs(bundle: str | Path, count: int, seed: int = 0, **overrides) 
     """
     from monai.utils import set_determinism
 
-    from emseg.bundle.paths import load_config
 
     parser = load_config(Path(bundle) / "configs" / "train.json", overrides)
     set_determinism(seed)
@@ -63,7 +64,6 @@ def save_pairs(pairs: Iterator[tuple[np.ndarray, np.ndarray]], folder: str | Pat
     """
     from PIL import Image
 
-    from emseg.io.safety import OutputError
 
     folder = Path(folder)
     earlier = [p for sub in ("images", "labels") if (folder / sub).is_dir() for p in (folder / sub).iterdir()]

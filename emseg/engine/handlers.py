@@ -10,6 +10,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import ValidationHandler
 
+from emseg.engine.runs import RunFolder, weights_record
+from emseg.networks import load_weights_with_digest
 from emseg.visualize import class_overlay_image, with_titles
 
 
@@ -68,7 +70,6 @@ class ValidationOverlay:
             return
         from mlflow import MlflowClient
 
-        from emseg.engine.runs import RunFolder
 
         run_id = RunFolder(self.run_dir).record().get("mlflow_run_id")
         if run_id:
@@ -116,8 +117,6 @@ class LoadWeights:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        from emseg.engine.runs import weights_record
-        from emseg.networks import load_weights_with_digest
 
         _, digest = load_weights_with_digest(self.network, self.path, self.device)
         engine.state.weights = {"path": str(self.path), "sha256": digest, "record": weights_record(self.path)}

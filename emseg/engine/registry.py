@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emseg.engine.trained import open_model
 from emseg.networks import final_output
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ def emseg_version() -> str:
 
 def network_from_record(record: Mapping, weights: str | Path) -> torch.nn.Module:
     """The network saved in a run ``record`` (its resolved ``network_def``) with ``weights`` loaded, in eval mode."""
-    from emseg.engine.trained import open_model
 
     if not record.get("network"):
         raise ValueError(f"{weights}: no network definition saved with these weights; cannot register them")

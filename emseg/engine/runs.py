@@ -39,9 +39,12 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from emseg.engine.paths import running_workflow
+from emseg.engine.registry import register_model
 from emseg.engine.trained import BEST, PROMOTED, RECORD, SIDECAR, weights_record  # noqa: F401 (re-exported)
 from emseg.errors import require_flag
 from emseg.io.files import replace_atomically, sha256, write_text_atomically
+from emseg.networks import build_network
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +217,6 @@ def network_for(weights: str | Path, network_def: Any, network_from: str = "save
     ``network_def`` is the config's (parsed) network; it is used when nothing was saved with the weights, and
     its :data:`INFERENCE_KEYS` (UNet++'s pruning depth) apply to the saved network too.
     """
-    from emseg.networks import build_network
 
     if network_from not in ("saved", "config"):
         raise ValueError(f"network_from must be 'saved' or 'config', got {network_from!r}")
@@ -264,7 +266,6 @@ class TrainingRun:
                  network_section: str = "network_def", extra: Mapping | None = None,
                  register_model: bool = True, best_model: torch.nn.Module | None = None,
                  selection: str = "best") -> None:
-        from emseg.bundle.paths import running_workflow
 
         self.folder = RunFolder(output_dir)
         self.save_dict = dict(save_dict)
@@ -438,14 +439,13 @@ class TrainingRun:
 def _register(record: Mapping, sidecar: Mapping, weights: Path, models_dir: Path) -> dict:
     """Register the promoted weights in MLflow (:func:`emseg.engine.registry.register_model`); a registry that
     cannot be reached leaves the promotion done and says so."""
-    from emseg.engine.registry import register_model
 
     try:
         # the bundle the run trained; the models folder's parent only for records from before it was kept
         return register_model({**record, **sidecar}, weights, record.get("bundle") or models_dir.parent.name)
     except Exception as err:  # the model is promoted on disk either way; the registry is a copy of the record
         logger.warning("promoted, but not registered in MLflow (%s: %s); register it later with 'emseg bundle "
-                       "promote %s --run_name %s'", type(err).__name__, err, models_dir.parent, sidecar["run_name"])
+                       "promote %s --run-name %s'", type(err).__name__, err, models_dir.parent, sidecar["run_name"])
         return {}
 
 

@@ -27,7 +27,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 from monai.utils import path_to_sqlite_uri
 
-from emseg.bundle.paths import running_workflow
+from emseg.engine.paths import running_workflow
+from emseg.engine.registry import emseg_version
 from emseg.engine.runs import RunFolder, interrupt_on_sigterm
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,6 @@ def git_commit(folder: str | Path) -> tuple[str, bool] | None:
 def source_tags(project_root: str | Path, bundle_root: str | Path) -> dict[str, str]:
     """Tags that say what made a run: emseg's version, the bundle's version (its metadata.json) and the git
     commit of the project (MLflow's own ``mlflow.source.git.commit``, shown in the UI), with ``emseg.git_dirty``."""
-    from emseg.engine.registry import emseg_version
 
     tags = {"emseg.version": emseg_version()}
     metadata = Path(bundle_root) / "configs" / "metadata.json"

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emseg.engine.precision import prepare_network
 from emseg.networks.weights import build_network, read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -407,7 +408,6 @@ def training_network(network: nn.Module, device: str | torch.device, channels_la
                      batch_norm: str = "adapt") -> nn.Module:
     """A bundle's network ready to train: started from ``parent`` (:func:`initialise_network`), on ``device`` in
     the chosen layout, with the fine-tuning choices of :func:`freeze_and_normalise`."""
-    from emseg.engine.precision import prepare_network
 
     network = initialise_network(network, parent, class_names, class_map)
     return freeze_and_normalise(prepare_network(network, device, channels_last), freeze, batch_norm)

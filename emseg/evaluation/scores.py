@@ -30,6 +30,7 @@ from emseg.evaluation.challenge import (
     pixel_scores,
     segmentation_scores,
 )
+from emseg.io import VolumeError
 from emseg.io.files import write_csv_atomically, write_text_atomically
 from emseg.io.safety import check_new_files
 
@@ -218,3 +219,18 @@ def score_instances(labels: Sequence[np.ndarray], truth: Sequence[np.ndarray],
     summary = {"slices": len(rows), "scored_as": "instances",
                **{key: _mean(row[key] for row in rows) for key in rows[0] if key != "slice"}}
     return StackScores(rows, summary, INSTANCE_COLUMNS)
+
+
+def interior_probability(prediction, path) -> tuple:
+    """A prediction as float probabilities in [0, 1], and what it was read as: a mask (two values, 0/1 or 0/255:
+    the non-zero value is 1), a probability map (floats in [0, 1]) or an 8-bit probability map (uint8 with more
+    than two values, divided by 255)."""
+    values = np.unique(prediction)
+    if values.size <= 2 and values.min() >= 0:
+        return (prediction > 0).astype(np.float32), f"a mask (values {values.tolist()}: 0 and 1 after reading)"
+    if prediction.dtype.kind == "f" and values.min() >= 0 and values.max() <= 1:
+        return prediction.astype(np.float32), "a probability map (floats in [0, 1])"
+    if prediction.dtype == np.uint8:
+        return prediction / np.float32(255), "an 8-bit probability map (uint8 / 255)"
+    raise VolumeError(f"{path}: neither a mask (two values), probabilities in [0, 1] nor an 8-bit probability map: "
+                      f"{prediction.dtype} values {values.min()}..{values.max()}")

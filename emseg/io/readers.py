@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from emseg.io.source import SliceSource, VolumeError, natural_key, suffix
-from emseg.io.zarr_volumes import open_zarr
+from emseg.io.zarr_volumes import is_zarr_store, open_zarr, zarr_spacing
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -237,7 +237,6 @@ def tiff_spacing(path: str | Path) -> tuple[float, float, float] | None:
 def volume_spacing(path: str | Path) -> tuple[float, ...] | None:
     """Voxel size (z, y, x) in micrometres stated by the volume at ``path`` (OME-Zarr, ImageJ or emseg TIFF), None
     where the format or the file states none."""
-    from emseg.io.zarr_volumes import is_zarr_store, zarr_spacing
 
     path = Path(path)
     if is_zarr_store(path):

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from emseg.io.safety import OutputError, describe_write_error
-from emseg.io.source import VolumeError
+from emseg.io.source import VolumeError, suffix
 from emseg.io.zarr_volumes import is_zarr_store, replace_problem, write_image_metadata
 
 DTYPES = (np.dtype("float32"), np.dtype("uint8"), np.dtype("uint32"))
@@ -391,7 +391,6 @@ def stack_writer(output_format: str, path: str | Path, dtype: str = "float32", s
 def format_for_path(path: str | Path) -> str:
     """The output format a file name asks for: ``.tif``/``.tiff`` TIFF, ``.zarr`` OME-Zarr, ``.nii``/``.nii.gz``
     NIfTI, no suffix a folder of PNG slices."""
-    from emseg.io.source import suffix
 
     formats = {".tif": "tiff", ".tiff": "tiff", ".zarr": "zarr", ".nii": "nifti", ".nii.gz": "nifti", "": "png"}
     name = suffix(Path(path))

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from emseg import __version__
 from emseg.io.safety import OutputError, check_not_an_input
 from emseg.io.source import SliceSource, VolumeError
 
@@ -44,7 +45,6 @@ def replace_problem(folder: str | Path) -> str | None:
 
 
 def _mark(group) -> None:
-    from emseg import __version__
 
     group.attrs[MARK] = {"version": __version__}
 

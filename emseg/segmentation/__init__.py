@@ -1,10 +1,10 @@
-"""Instances (one label per cell) from membrane probabilities, their measurements, and tuning.
+"""Instances (one label per cell) from membrane probabilities and their measurements (tuning their
+parameters on a bundle's validation slices is a workflow: ``emseg.tuning``).
 
 | module | what |
 |---|---|
 | ``instances`` | :func:`segment_slice` (seeded watershed), :class:`InstanceSegmenter` (a stack, linked in 3-D) |
 | ``objects`` | :func:`object_table`: one CSV row per object in physical units (scikit-image regionprops) |
-| ``tuning`` | :func:`tune_instances`: Optuna search of the parameters on validation slices |
 """
 
 from emseg.segmentation.instances import (

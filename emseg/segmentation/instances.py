@@ -23,6 +23,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from emseg.io import open_slices, stack_writer
+from emseg.io.safety import check_not_an_input
+from emseg.io.writers import format_for_path
+
 SEEDS = ("components", "distance")
 MODES = ("2d", "3d")
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
@@ -214,9 +218,6 @@ def segment_file(probabilities: str | Path, output: str | Path, params: Instance
     """Segment a cell-interior probability stack (any format emseg reads) into a uint32 label stack written as the
     output's name says (``.tif``, ``.zarr``, ``.nii.gz``), one slice at a time; returns the output and the count
     of labels."""
-    from emseg.io import open_slices, stack_writer
-    from emseg.io.safety import check_not_an_input
-    from emseg.io.writers import format_for_path
 
     output = Path(output)
     check_not_an_input(output, [probabilities])

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emseg.io.files import write_csv_atomically
+from emseg.io.safety import check_new_files
+
 # regionprops_table's columns renamed for the table, in (Z, Y, X) order
 _VOLUME_COLUMNS = {"area": "volume_um3", "centroid-0": "centroid_z_um", "centroid-1": "centroid_y_um",
                    "centroid-2": "centroid_x_um", "bbox-0": "first_slice", "bbox-1": "bbox_row_start",
@@ -74,8 +77,6 @@ def _rows(table: dict, order: list[str]) -> list[dict]:
 
 def write_object_table(rows: list[dict], path: str | Path, overwrite: bool = False) -> Path:
     """Write ``rows`` as CSV (atomically; an existing file is replaced only with ``overwrite``)."""
-    from emseg.io.files import write_csv_atomically
-    from emseg.io.safety import check_new_files
 
     path = Path(path)
     check_new_files([path], overwrite)

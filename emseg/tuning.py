@@ -18,6 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from emseg.bundle.render import RECIPE, read_recipe, render_bundle
+from emseg.engine.paths import load_config
+from emseg.engine.runs import weights_record
+from emseg.engine.tracking import prepare_store, unique_run_name
+from emseg.engine.trained import open_model
+from emseg.evaluation.challenge import SCORE_NAMES, best_threshold, challenge_scores
+from emseg.evaluation.scores import instance_scores
+from emseg.io.files import write_text_atomically
+from emseg.networks import final_output
 from emseg.segmentation.instances import SEEDS, InstanceParams, segment_slice
 
 logger = logging.getLogger(__name__)
@@ -43,7 +52,6 @@ def _suggest(trial, base: InstanceParams) -> InstanceParams:
 def mean_score(interior: Sequence[np.ndarray], truth: Sequence[np.ndarray], params: InstanceParams,
                score: str = "v_rand") -> float:
     """Mean over slices of ``score`` of the instances :func:`segment_slice` makes with ``params``."""
-    from emseg.evaluation.scores import instance_scores
 
     return float(np.mean([instance_scores(segment_slice(p, params), t)[score] for p, t in zip(interior, truth)]))
 
@@ -92,10 +100,6 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
     used for logging). ``overrides``: further config values (``dataset_dir``, say)."""
     import torch
 
-    from emseg.bundle.paths import load_config
-    from emseg.engine.runs import weights_record
-    from emseg.engine.trained import open_model
-    from emseg.networks import final_output
 
     configs = Path(bundle_dir) / "configs"
     values = {"eval_split": split, "run_name": run_name, **(overrides or {})}
@@ -111,7 +115,7 @@ def validation_probabilities(bundle_dir: str | Path, run_name: str | None = None
     checkpoint, device = parser.get_parsed_content("ckpt_path"), parser.get_parsed_content("device")
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"{checkpoint}: no weights to tune for; train the bundle (and promote a run) first, "
-                                f"or give --run_name")
+                                f"or give --run-name")
     model = open_model(checkpoint)  # read once: the digest below names exactly the weights that scored
     network = model.load_into(parser.get_parsed_content("network")).to(device)
     inferer = parser.get_parsed_content("validate#inferer")
@@ -138,7 +142,6 @@ def log_study(study, params: InstanceParams, info: dict, score: str, baseline: f
 
     import mlflow
 
-    from emseg.engine.tracking import prepare_store, unique_run_name
 
     prepare_store(info["tracking_uri"])
     client = mlflow.MlflowClient(info["tracking_uri"])
@@ -169,7 +172,6 @@ def log_study(study, params: InstanceParams, info: dict, score: str, baseline: f
 def challenge_baseline(interior: Sequence[np.ndarray], truth: Sequence[np.ndarray], score: str = "v_rand") -> float:
     """The challenge's ``score`` of the probability map on these slices: Fiji's thinning, the mean over slices at
     the best of the challenge's thresholds."""
-    from emseg.evaluation.challenge import SCORE_NAMES, best_threshold, challenge_scores
 
     per_slice = [challenge_scores(p, t)[:, SCORE_NAMES.index(score)] for p, t in zip(interior, truth)]
     return best_threshold(np.stack(per_slice))[0]
@@ -180,8 +182,6 @@ def save_to_bundle(bundle_dir: str | Path, params: InstanceParams) -> list[Path]
     files changed."""
     import json
 
-    from emseg.bundle.render import RECIPE, read_recipe, render_bundle
-    from emseg.io.files import write_text_atomically
 
     recipe = read_recipe(bundle_dir)
     recipe["instances"] = params.as_dict()
