@@ -39,24 +39,6 @@ TEST_SIZE = 256  # test tensors: a centre crop of this size (smaller slices: the
 STEP = 32  # every bundle network takes heights and widths in multiples of 32
 EPS = 1e-6  # bioimage.io's zero_mean_unit_variance epsilon, used for the test output too
 
-# the data sets the bundles train on, as bioimage.io describes training data
-TRAINING_DATA = {
-    "isbi2012": {
-        "name": "ISBI 2012 EM segmentation challenge",
-        "description": "Serial-section TEM of the Drosophila first instar larva ventral nerve cord, 30 slices of "
-                       "512x512 at 4x4x50 nm, labelled membrane and cell interior.",
-        "cite": [("Cardona A. et al. PLoS Biol 8(10): e1000502, 2010.", "10.1371/journal.pbio.1000502"),
-                 ("Arganda-Carreras I. et al. Front. Neuroanat. 9:142, 2015.", "10.3389/fnana.2015.00142")],
-    },
-    "epfl": {
-        "name": "EPFL hippocampus CA1 FIB-SEM",
-        "description": "FIB-SEM slices of mouse hippocampus CA1 at 5 nm isotropic, with masks of membranes, "
-                       "mitochondria, vesicles, post-synaptic densities and axons.",
-        "cite": [("Lucchi A. et al. IEEE TMI 31(2):474-486, 2012.", "10.1109/TMI.2011.2171705")],
-    },
-}
-
-
 def citation(reference: str, source: Path):
     """A bioimage.io citation of one ``references`` entry of metadata.json: its ``doi:`` or ``arXiv:`` id."""
     from bioimageio.spec.model.v0_5 import CiteEntry
@@ -217,7 +199,7 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
             data=IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
             postprocessing=[SoftmaxDescr(kwargs=SoftmaxKwargs(axis="channel"))])
         pytorch_version = torch.__version__.split("+")[0]
-        data = TRAINING_DATA.get(dataset)
+        data = get_dataset(dataset)
         model = ModelDescr(
             name=re.sub(r"[^A-Za-z0-9_+\- ()]", " ", meta.get("name", bundle_dir.name)).strip(),
             description=meta.get("description", ""),
@@ -229,8 +211,9 @@ def export_bioimageio(bundle_dir: str | Path, output: str | Path, image: str | P
             inputs=[inputs], outputs=[outputs],
             tags=["electron-microscopy", "segmentation", "2d", "pytorch", "emseg", dataset],
             version=meta.get("version"),
-            training_data=DatasetDescr(name=data["name"], description=data["description"],
-                                       cite=[CiteEntry(text=t, doi=d) for t, d in data["cite"]]) if data else None,
+            training_data=DatasetDescr(name=data.title, description=data.description,
+                                       cite=[CiteEntry(text=t, doi=d) for t, d in data.citations])
+            if data.citations else None,
             weights=WeightsDescr(
                 pytorch_state_dict=PytorchStateDictWeightsDescr(
                     source=root / "weights.pt", pytorch_version=pytorch_version,

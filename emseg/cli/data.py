@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from emseg.data.isbi2012 import ISBI2012_SHA256, ISBI2012_URL, download_isbi2012
+from emseg.data import DATASETS
 from emseg.io import open_slices, write_ome_zarr
 
-DATASETS = ("isbi2012",)
+PUBLIC = [name for name, spec in DATASETS.items() if spec.download]  # the data sets a lab can download
 
 
 def run_download(args: argparse.Namespace) -> int:
-    sha256 = None if args.sha256.lower() == "none" else args.sha256
-    image, label = download_isbi2012(args.root, url=args.url or ISBI2012_URL, sha256=sha256 or None,
-                                     keep_hdf5=args.keep_hdf5)
-    print(f"ISBI 2012 training stack ready: {image} {label}")
+    spec = DATASETS[args.dataset]
+    sha256 = None if (args.sha256 or "").lower() == "none" else args.sha256 or spec.sha256
+    files = spec.download(args.root, args.url, sha256, args.keep_hdf5)
+    print(f"{spec.title} ready: {' '.join(str(f) for f in files)}")
     return 0
 
 
@@ -29,11 +29,11 @@ def run_to_zarr(args: argparse.Namespace) -> int:
 def add_parsers(commands) -> None:
     data = commands.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
     download = data.add_parser("download", help="download a public data set and convert it to TIFF stacks")
-    download.add_argument("dataset", choices=DATASETS)
+    download.add_argument("dataset", choices=PUBLIC)
     download.add_argument("--root", required=True, help="folder to write train-volume.tif and train-labels.tif to")
     download.add_argument("--url", default=None, help="mirror URL of the HDF5 file (default: the public one)")
-    download.add_argument("--sha256", default=ISBI2012_SHA256,
-                          help="expected sha256 of the downloaded file ('none' skips the check)")
+    download.add_argument("--sha256", default=None, help="expected sha256 of the downloaded file (default: the "
+                                                         "published one; 'none' skips the check)")
     download.add_argument("--keep-hdf5", action="store_true", help="keep the downloaded HDF5 file")
     download.set_defaults(func=run_download)
 

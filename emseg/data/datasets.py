@@ -1,4 +1,5 @@
-"""Data sets by name: one function gives the datalist of any of them, so one bundle config runs each.
+"""Data sets by name: one function gives the datalist of any of them, so one bundle config runs each. Each data set
+is declared (:class:`emseg.data.entry.Dataset`) in its own module; this one collects them.
 
 | name | layout | classes (label values 0, 1, ...) |
 |---|---|---|
@@ -17,79 +18,18 @@ the ISBI challenge scores for it; per-class Dice and IoU are computed for every 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from emseg.data import epfl, isbi2012
-from emseg.data.class_masks import DEFAULT_THRESHOLD, class_mask_datalist
-from emseg.data.datalist import DatasetNotFoundError
-from emseg.data.painted import LABELS_FOLDER, painted_datalist
-from emseg.data.splits import resolve_split
+from emseg.data import epfl, folders, isbi2012
+from emseg.data.class_masks import DEFAULT_THRESHOLD
+from emseg.data.entry import Dataset
 from emseg.data.tiling import tile_datalist
 from emseg.errors import require_flag
-from emseg.io import VolumeError, list_slice_files
+from emseg.io import VolumeError
 
-FOLDERS_IMAGES = "images"
-FOLDERS_SPLIT = {"fractions": {"train": 0.7, "validation": 0.15, "test": 0.15}, "seed": 0}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """What emseg knows about a data set: its folder under ``<project>/data``, classes, task and loaders."""
-
-    name: str
-    folder: str
-    default_classes: Mapping[str, Sequence[str]] | None  # class name -> mask folders; None: fixed classes
-    fixed_class_names: Sequence[str] | None  # for data sets whose labels are not built from mask folders
-    interior_class: int | None  # the cell-interior class of a membrane task (challenge scores), else None
-    spacing: tuple[float, float, float]  # voxel size (z, y, x) in micrometres
-    ensure: Callable[[Path, bool], Path]
-    items: Callable[..., list[dict]]  # (dataset_dir, part, split, classes, priority, threshold, download)
-    test_images: Callable[[Path], Path]
-
-
-def _isbi_items(dataset_dir, part, split, classes, priority, threshold, download):
-    return isbi2012.isbi2012_datalist(dataset_dir, part, split or isbi2012.DEFAULT_SPLIT, download)
-
-
-def _epfl_ensure(dataset_dir: Path, download: bool) -> Path:
-    for part in ("train", "test"):
-        epfl.part_folder(dataset_dir, part)
-    return dataset_dir
-
-
-def _epfl_items(dataset_dir, part, split, classes, priority, threshold, download):
-    if priority is None and classes == epfl.EPFL_CLASSES:
-        priority = epfl.EPFL_PRIORITY
-    return epfl.epfl_datalist(dataset_dir, part, split or epfl.EPFL_SPLIT, classes, priority, threshold)
-
-
-def _folders_ensure(dataset_dir: Path, download: bool) -> Path:
-    images = dataset_dir / FOLDERS_IMAGES
-    if not images.is_dir() or not list_slice_files(images):
-        raise DatasetNotFoundError(f"{images}: missing or empty; the 'folders' data set needs {dataset_dir}/"
-                                   f"{FOLDERS_IMAGES}/ and one mask folder per class (--dataset_dir, --classes)")
-    return dataset_dir
-
-
-def _folders_items(dataset_dir, part, split, classes, priority, threshold, download):
-    images = _folders_ensure(Path(dataset_dir), download) / FOLDERS_IMAGES
-    indices = resolve_split(split or FOLDERS_SPLIT, len(list_slice_files(images)), images)[part]
-    if (Path(dataset_dir) / LABELS_FOLDER).is_dir():
-        return painted_datalist(dataset_dir, FOLDERS_IMAGES, ["background", *classes], indices)
-    return class_mask_datalist(dataset_dir, classes, FOLDERS_IMAGES, priority, threshold, indices)
-
-
-DATASETS: dict[str, Dataset] = {
-    "isbi2012": Dataset("isbi2012", "isbi2012", None, isbi2012.CLASS_NAMES, isbi2012.INTERIOR_CLASS,
-                        isbi2012.SPACING, isbi2012.ensure_isbi2012, _isbi_items, lambda d: d / isbi2012.TEST_IMAGE_FILE),
-    "epfl": Dataset("epfl", "epfl-hippocampus-multiclass", epfl.EPFL_CLASSES, None, None, (0.005, 0.005, 0.005),
-                    _epfl_ensure, _epfl_items,
-                    lambda d: d / "test" / epfl.IMAGE_FOLDER),
-    "folders": Dataset("folders", "folders", None, None, None, (1.0, 1.0, 1.0), _folders_ensure, _folders_items,
-                       lambda d: d / FOLDERS_IMAGES),
-}
+# every data set emseg knows, each declared by its own module
+DATASETS: dict[str, Dataset] = {spec.name: spec for spec in (isbi2012.DATASET, epfl.DATASET, folders.DATASET)}
 
 
 def get_dataset(name: str) -> Dataset:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from emseg.data.class_masks import DEFAULT_THRESHOLD, class_mask_datalist
 from emseg.data.datalist import DatasetNotFoundError
+from emseg.data.entry import Dataset
 from emseg.data.splits import resolve_split
 from emseg.io import list_slice_files
 
@@ -72,3 +73,30 @@ def epfl_datalist(
     else:
         raise ValueError(f"part must be train, validation or test, got {part!r}")
     return class_mask_datalist(folder, classes, IMAGE_FOLDER, priority, threshold, indices, name=f"epfl_{folder.name}")
+
+
+def _ensure(dataset_dir: Path, download: bool) -> Path:
+    for part in ("train", "test"):
+        part_folder(dataset_dir, part)
+    return dataset_dir
+
+
+def _items(dataset_dir, part, split, classes, priority, threshold, download):
+    if priority is None and classes == EPFL_CLASSES:
+        priority = EPFL_PRIORITY
+    return epfl_datalist(dataset_dir, part, split or EPFL_SPLIT, classes, priority, threshold)
+
+
+DATASET = Dataset(
+    name="epfl",
+    folder="epfl-hippocampus-multiclass",
+    title="EPFL hippocampus CA1 FIB-SEM",
+    description="FIB-SEM slices of mouse hippocampus CA1 at 5 nm isotropic, with masks of membranes, mitochondria, "
+                "vesicles, post-synaptic densities and axons.",
+    citations=[("Lucchi A. et al. IEEE TMI 31(2):474-486, 2012.", "10.1109/TMI.2011.2171705")],
+    spacing=(0.005, 0.005, 0.005),
+    default_classes=EPFL_CLASSES,
+    ensure=_ensure,
+    items=_items,
+    test_images=lambda dataset_dir: dataset_dir / "test" / IMAGE_FOLDER,
+)

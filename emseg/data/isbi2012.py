@@ -22,6 +22,7 @@ from emseg.data.datalist import (
     slice_datalist,
 )
 from emseg.data.download import download_file
+from emseg.data.entry import Dataset
 from emseg.data.splits import check_split
 from emseg.io import VolumeError, read_volume, write_volume
 
@@ -167,3 +168,26 @@ def download_isbi2012(
     finally:
         if ours and not keep_hdf5:
             h5_path.unlink(missing_ok=True)
+
+
+def _items(dataset_dir, part, split, classes, priority, threshold, download):
+    return isbi2012_datalist(dataset_dir, part, split or DEFAULT_SPLIT, download)
+
+
+DATASET = Dataset(
+    name="isbi2012",
+    folder="isbi2012",
+    title="ISBI 2012 EM segmentation challenge",
+    description="Serial-section TEM of the Drosophila first instar larva ventral nerve cord, 30 slices of 512x512 at "
+                "4x4x50 nm, labelled membrane and cell interior.",
+    citations=[("Cardona A. et al. PLoS Biol 8(10): e1000502, 2010.", "10.1371/journal.pbio.1000502"),
+               ("Arganda-Carreras I. et al. Front. Neuroanat. 9:142, 2015.", "10.3389/fnana.2015.00142")],
+    spacing=SPACING,
+    fixed_class_names=CLASS_NAMES,
+    interior_class=INTERIOR_CLASS,
+    ensure=ensure_isbi2012,
+    items=_items,
+    test_images=lambda dataset_dir: dataset_dir / TEST_IMAGE_FILE,
+    download=lambda root, url, sha256, keep: download_isbi2012(root, url or ISBI2012_URL, sha256, keep),
+    sha256=ISBI2012_SHA256,
+)
