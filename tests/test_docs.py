@@ -4,6 +4,7 @@ page in the nav), README.md is at most 150 lines, and no page dates a result rel
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ RELATIVE_DATES = ["this week", "last week", "yesterday", "today", "last session"
 def test_mkdocs_build_strict(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                            env={"NO_MKDOCS_2_WARNING": "1", **__import__("os").environ})
+                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert (tmp_path / "site" / "index.html").is_file()
 
