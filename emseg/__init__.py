@@ -6,7 +6,7 @@ layers, and at its top (``tests/test_layout.py`` holds the table):
 
 | layer | packages | what |
 |---|---|---|
-| core: arrays in, arrays out | ``errors``, ``io``, ``visualize``, ``data``, ``transforms``, ``losses``, ``networks``, ``segmentation``, ``evaluation`` | files and volumes, data sets, augmentation, losses, architectures, cells, scores |
+| core: arrays in, arrays out | ``errors``, ``io``, ``visualize``, ``data``, ``losses``, ``transforms``, ``networks``, ``segmentation``, ``evaluation`` | files and volumes, data sets, augmentation, losses, architectures, cells, scores |
 | runtime | ``engine`` | compute (precision, windows, TTA, averaging, allocator, distributed, a trained model, mean teacher) and record-keeping (paths, runs, MLflow tracking, registry, handlers) |
 | workflows | ``inference``, ``blockwise``, ``bundle``, ``tuning`` | whole stacks, zarr volumes on Dask, render/pack/verify/bioimage.io/preview, tuning the cell parameters |
 | front ends | ``cli`` (and the bundles' configs) | the ``emseg`` command, one module per command group |

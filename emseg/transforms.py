@@ -1,4 +1,4 @@
-"""EM augmentation presets and the U-Net border weight map, built from MONAI dictionary transforms.
+"""EM augmentation presets and the training pipeline's random part, built from MONAI dictionary transforms.
 
 Presets (select by name with :func:`augmentation`, or call one directly to change its
 parameters):
@@ -45,7 +45,8 @@ from monai.transforms import (
     RandShiftIntensityd,
     RandSpatialCropSamplesd,
 )
-from scipy import ndimage
+
+from emseg.losses import get_loss
 
 PRESETS = ("none", "keras", "unet", "em")
 
@@ -304,48 +305,24 @@ def augmentation(name: str, image_keys: Sequence[str] = ("image",), label_keys: 
     return _preset_function(name, kwargs)(keys=keys, **kwargs)
 
 
-def border_weight_map(label: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
-    """U-Net weight map w = w_c + w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) for a binary (1 = interior) 2-D label.
-
-    w_c balances the two classes of this slice (w_c = N / (2 N_class)); d1 and d2 are
-    the distances of a membrane pixel to the nearest and second-nearest cell (4-connected
-    interior components), from scipy's Euclidean distance transform. Interior pixels get w_c only.
-    """
-    label = np.asarray(label) > 0
-    counts = np.array([np.count_nonzero(~label), np.count_nonzero(label)], dtype=np.float64)
-    class_weight = label.size / (2 * np.maximum(counts, 1))
-    weights = np.where(label, class_weight[1], class_weight[0])
-    cells, count = ndimage.label(label, structure=ndimage.generate_binary_structure(2, 1))
-    if count >= 2:
-        nearest = np.full(label.shape, np.inf)
-        second = np.full(label.shape, np.inf)
-        for index, box in enumerate(ndimage.find_objects(cells), start=1):
-            # distances farther than 3 sigma add less than exp(-4.5) of w0: bound the work to a margin
-            margin = int(math.ceil(3 * sigma))
-            window = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in box)
-            distance = ndimage.distance_transform_edt(cells[window] != index)
-            near, sec = nearest[window], second[window]
-            second[window] = np.where(distance < near, near, np.minimum(sec, distance))
-            nearest[window] = np.minimum(near, distance)
-        membrane = ~label & np.isfinite(second)
-        weights[membrane] += w0 * np.exp(-((nearest[membrane] + second[membrane]) ** 2) / (2 * sigma**2))
-    return weights.astype(np.float32)
+def random_transforms(preset: str, patch_size: Sequence[int], crops_per_slice: int, num_classes: int,
+                      crop_ratios: str | Sequence[float] | None = None, augmentation_params: Mapping | None = None,
+                      loss_name: str = "dice_ce") -> list:
+    """A bundle's random training transforms: ``crops_per_slice`` crops per slice (:func:`random_crops`, as large
+    as preset ``preset`` needs for a ``patch_size`` patch), then the preset (:func:`augmentation`), carrying
+    whatever extra inputs the loss ``loss_name`` reads (``border_ce``: its weight map) with the label."""
+    params = dict(augmentation_params or {})
+    extra = list(get_loss(loss_name).extra_keys)
+    crops = random_crops(["image", "label", *extra], crop_size(preset, patch_size, **params), crops_per_slice,
+                         num_classes, crop_ratios)
+    return [crops, *augmentation(preset, patch_size=patch_size, weight_keys=extra, **params)]
 
 
-class BorderWeightd(MapTransform):
-    """Add the U-Net border weight map of ``keys`` (channel-first binary labels) as ``weight_key``."""
-
-    def __init__(self, keys: KeysCollection, weight_key: str = "weight", w0: float = 10.0, sigma: float = 5.0,
-                 allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.weight_key, self.w0, self.sigma = weight_key, w0, sigma
-
-    def __call__(self, data: Mapping[Hashable, np.ndarray]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            label = np.asarray(d[key])
-            d[self.weight_key] = np.stack([border_weight_map(c, self.w0, self.sigma) for c in label])
-        return d
+def training_transforms(loss_name: str, deterministic: Sequence, random: Sequence) -> list:
+    """The whole training pipeline: ``deterministic`` (cached), what loss ``loss_name`` prepares from whole slices
+    (cached too), ``random``, and what the loss packs into the target."""
+    loss = get_loss(loss_name)
+    return [*deterministic, *loss.prepare(), *random, *loss.pack()]
 
 
 class ScoredOneHotd(MapTransform):

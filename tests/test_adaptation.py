@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import config, copy_bundles, mlflow_runs, monai_bundle, overrides
 from monai.engines import SupervisedTrainer
 from monai.losses import DiceCELoss
 from monai.networks.nets import BasicUNet
 from monai.transforms import AsDiscreted
 from PIL import Image
 
-from conftest import REPO_ROOT, config, copy_bundles, mlflow_runs, monai_bundle, overrides
 from emseg.data.painted import UNLABELLED, painted_to_classes
 from emseg.engine.semi import MeanTeacher, iteration_update
 from emseg.engine.trained import ModelSourceError, TrainedModel, initialise_network, open_model

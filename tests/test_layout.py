@@ -13,7 +13,7 @@ PACKAGE = REPO_ROOT / "emseg"
 # Packages in order: a package may import itself and the packages before it in its layer, and any lower layer.
 LAYERS = {
     "base": ["errors", "emseg"],
-    "core": ["io", "visualize", "data", "transforms", "losses", "networks", "segmentation", "evaluation"],
+    "core": ["io", "visualize", "data", "losses", "transforms", "networks", "segmentation", "evaluation"],
     "runtime": ["engine"],
     "workflows": ["inference", "blockwise", "bundle", "tuning"],
     "front ends": ["cli", "napari"],

@@ -8,7 +8,7 @@ import torch
 from conftest import training_losses
 
 from emseg.losses import LOSSES, build_loss
-from emseg.transforms import border_weight_map
+from emseg.losses.border_ce import border_weight_map
 
 
 @pytest.fixture(scope="module")

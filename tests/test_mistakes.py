@@ -343,8 +343,8 @@ MISTAKES = [
             r"augmentation_params: intensity must be True or False, got 'maybe'"),
     Mistake("elastic sigma that is not a number", _elastic_sigma_not_a_number,
             r"augmentation_params: sigma must be a number not below 0, got 'five' \(e\.g\. --augmentation_params#sigma 10"),
-    Mistake("unknown loss", _unknown_loss, r"unknown loss 'dice_cldice'; choose from ce, dice, dice_ce, "
-            r"dice_ce_cldice, border_ce, bce_jaccard \(the bundle key loss_name chooses it"),
+    Mistake("unknown loss", _unknown_loss, r"unknown loss 'dice_cldice'; choose from bce_jaccard, border_ce, ce, "
+            r"dice, dice_ce, dice_ce_cldice \(the bundle key loss_name chooses it"),
     Mistake("features of the wrong length", _features_wrong_length, r"BasicUNet.*features.*length|length.*features"),
     Mistake("augment preview with an unknown preset", _preview_unknown_augmentation,
             r"unknown augmentation preset 'wobbly'"),

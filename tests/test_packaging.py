@@ -23,8 +23,8 @@ from conftest import (
 )
 
 from emseg.bundle.pack import BundleError, evaluation_of, pack_bundle, provenance, verify_bundle
-from emseg.evaluation.challenge import SCORER
 from emseg.engine.registry import mlflow_store
+from emseg.evaluation.challenge import SCORER
 from emseg.io import tiff_spacing
 from emseg.networks import final_output
 

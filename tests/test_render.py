@@ -17,9 +17,9 @@ from emseg.bundle.render import (
     find_bundles,
     read_recipe,
     render_bundle,
-    rendered_files,
     stale_files,
 )
+from emseg.engine.paths import load_config
 
 BUNDLES = find_bundles(REPO_ROOT / "bundles")
 
@@ -78,9 +78,21 @@ def test_render_refuses_a_recipe_without_its_network(tmp_path):
     (bundle / "recipe.json").write_text(json.dumps({"bundle_name": "mynet"}))
     with pytest.raises(RenderError, match=r"mynet/recipe.json: lacks network_def"):
         read_recipe(bundle)
-    (bundle / "recipe.json").write_text(json.dumps({"bundle_name": "other", "network_def": {}}))
-    with pytest.raises(RenderError, match="bundle_name is 'other' but the folder is 'mynet'"):
-        rendered_files(bundle)
+
+
+def test_a_renamed_copy_renders_and_runs_as_a_bundle_of_its_own(tmp_path):
+    """bundles/README.md: ``cp -r bundles/unet /lab/membranes`` makes the lab's own bundle."""
+    copy = tmp_path / "lab" / "membranes"
+    shutil.copytree(REPO_ROOT / "bundles" / "unet", copy, ignore=shutil.ignore_patterns("models", "runs", "eval"))
+    result = emseg_cli("bundle", "render", str(copy), "--check", cwd=tmp_path)
+    assert result.returncode == 1 and "train.json: differs" in result.stdout  # still named unet inside
+    assert emseg_cli("bundle", "render", str(copy), cwd=tmp_path).returncode == 0
+    assert stale_files(copy) == [] and json.loads((copy / "recipe.json").read_text())["bundle_name"] == "unet"
+    for name in ("train.json", "inference.json"):
+        assert json.loads((copy / "configs" / name).read_text())["bundle_name"] == "membranes"
+    parser = load_config(copy / "configs" / "train.json")
+    assert parser.get_parsed_content("experiment_name") == "emseg-membranes"
+    assert parser.get_parsed_content("output_dir").startswith(str(copy / "runs" / "membranes-"))
 
 
 def test_a_new_bundle_is_one_recipe_away(tmp_path):

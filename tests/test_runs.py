@@ -198,10 +198,10 @@ def test_two_trainings_at_once_on_a_fresh_store(tmp_path, isbi_dir):
 
 def test_a_run_promoted_elsewhere_registers_under_its_bundle(tmp_path, monkeypatch):
     """A comparison promotes into bundles/unet/runs/compare/NAME/: the registered model is still emseg-unet."""
-    import emseg.engine.registry
+    import emseg.engine.runs
 
     names = []
-    monkeypatch.setattr(emseg.engine.registry, "register_model",
+    monkeypatch.setattr(emseg.engine.runs, "register_model",
                         lambda record, weights, bundle: names.append(bundle) or {"model_version": "1"})
     run = RunFolder(tmp_path / "runs" / "r")
     run.update(status=FINISHED, best={"metric": "val_v_rand", "value": 0.9, "epoch": 2}, bundle="unet",

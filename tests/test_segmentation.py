@@ -14,8 +14,8 @@ import tifffile
 from scipy import ndimage
 
 from emseg.evaluation import challenge_scores, ground_truth_segments
-from emseg.evaluation.thinning import fiji_thinning
 from emseg.evaluation.scores import instance_scores
+from emseg.evaluation.thinning import fiji_thinning
 from emseg.segmentation import (
     InstanceParams,
     link_to_previous,

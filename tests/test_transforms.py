@@ -20,12 +20,11 @@ from monai.transforms import (
 )
 from monai.utils import set_determinism
 
+from emseg.losses.border_ce import BorderWeightd, border_weight_map
 from emseg.transforms import (
     PRESETS,
-    BorderWeightd,
     ElasticDeformd,
     augmentation,
-    border_weight_map,
     crop_size,
 )
 

@@ -11,7 +11,8 @@ render --check`` (and a test) fails when one differs from what the template and 
 Rules: a recipe key that the template has replaces the template's value in every config that has
 it; any other recipe key (a network's width key, say) is new and goes into ``train.json`` before
 ``network_parameters`` and into ``inference.json`` before ``network_def``. ``bundle_name`` and
-``network_def`` must be in the recipe.
+``network_def`` must be in the recipe; a bundle renders under its folder's name (:func:`bundle_name`), so a copied
+and renamed bundle folder renders (and runs) as a bundle of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,43 @@ CONFIGS = ("train.json", "evaluate.json", "finetune.json", "multi_gpu_train.json
 # inference_blockwise.json are overlays: they take template keys only)
 ANCHORS = {"train.json": "network_parameters", "inference.json": "network_def"}
 REQUIRED = ("bundle_name", "network_def")
+WIDTH = 120  # characters per line of a rendered config
+
+
+def _nested_component(value) -> bool:
+    inner = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any((isinstance(v, dict) and "_target_" in v) or _nested_component(v) for v in inner)
+
+
+def config_text(value, indent: int = 0, prefix: str = "") -> str:
+    """A config as JSON a lab reads in one screen: 4-space indents, no line over :data:`WIDTH` characters where the
+    values allow; a list or mapping on one line where it fits and holds no MONAI component; otherwise the top level
+    one key per line, a component's ``_target_`` on a line of its own, and plain values as many to a line as fit."""
+    flat = json.dumps(value)
+    if not isinstance(value, (dict, list)) or not value or (
+            not _nested_component(value) and indent + len(prefix) + len(flat) + 1 <= WIDTH):
+        return flat
+    pad = " " * (indent + 4)
+    if isinstance(value, dict):
+        items = [f'{json.dumps(k)}: ' + config_text(v, indent + 4, f'{json.dumps(k)}: ') for k, v in value.items()]
+    else:
+        items = [config_text(v, indent + 4) for v in value]
+    lines, line = [], ""
+    for number, item in enumerate(items):
+        piece = item + ("," if number < len(items) - 1 else "")
+        alone = "\n" in item or indent == 0 or (number == 0 and isinstance(value, dict) and "_target_" in value)
+        candidate = f"{line} {piece}" if line else piece
+        if line and (alone or len(pad) + len(candidate) > WIDTH):
+            lines.append(line)
+            candidate = piece
+        line = candidate
+        if alone:
+            lines.append(line)
+            line = ""
+    if line:
+        lines.append(line)
+    open_, close = ("{", "}") if isinstance(value, dict) else ("[", "]")
+    return open_ + "\n" + "\n".join(pad + text for text in lines) + "\n" + " " * indent + close
 
 
 class RenderError(ValueError):
@@ -51,10 +89,14 @@ def read_recipe(bundle_dir: str | Path) -> dict:
     missing = [key for key in REQUIRED if key not in recipe]
     if missing:
         raise RenderError(f"{path}: lacks {', '.join(missing)}")
-    if recipe["bundle_name"] != Path(bundle_dir).resolve().name:
-        raise RenderError(f"{path}: bundle_name is {recipe['bundle_name']!r} but the folder is "
-                          f"{Path(bundle_dir).resolve().name!r}")
     return recipe
+
+
+def bundle_name(bundle_dir: str | Path) -> str:
+    """The name a bundle renders under: its folder's. A copy in a folder of another name (``cp -r bundles/unet
+    /lab/membranes``) is a bundle of its own, with its own runs and MLflow experiment; the recipe's
+    ``bundle_name`` then says which bundle it was copied from."""
+    return Path(bundle_dir).resolve().name
 
 
 def render_config(template: dict, recipe: dict, anchor: str | None) -> dict:
@@ -72,8 +114,8 @@ def render_config(template: dict, recipe: dict, anchor: str | None) -> dict:
 def rendered_files(bundle_dir: str | Path) -> dict[str, str]:
     """File name (under ``configs/``) -> the text render writes for the bundle in ``bundle_dir``."""
     recipe = read_recipe(bundle_dir)
-    files = {name: json.dumps(render_config(_template(name), recipe, ANCHORS.get(name)), indent=4) + "\n"
-             for name in CONFIGS}
+    recipe = {**recipe, "bundle_name": bundle_name(bundle_dir)}
+    files = {name: config_text(render_config(_template(name), recipe, ANCHORS.get(name))) + "\n" for name in CONFIGS}
     files["logging.conf"] = (TEMPLATES / "logging.conf").read_text()
     return files
 

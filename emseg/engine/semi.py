@@ -24,8 +24,15 @@ import torch.nn.functional as F
 from ignite.engine import Engine
 from monai.data import DataLoader, Dataset
 from monai.engines.utils import IterationEvents
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    NormalizeIntensityd,
+    RandFlipd,
+    RandRotate90d,
+    RandSpatialCropSamplesd,
+)
 from monai.utils.enums import CommonKeys as Keys
-from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, RandFlipd, RandRotate90d, RandSpatialCropSamplesd
 from torch import nn
 
 from emseg.engine.precision import autocast_dtype

@@ -30,6 +30,7 @@ from monai.utils import path_to_sqlite_uri
 from emseg.engine.paths import running_workflow
 from emseg.engine.registry import emseg_version
 from emseg.engine.runs import RunFolder, interrupt_on_sigterm
+from emseg.engine.trained import TrainedModel, parent_params
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,19 @@ def dataset_input(name: str, source: str | Path, items: Sequence[Mapping], conte
                       source=json.dumps({"uri": str(source)}), profile=json.dumps({"slices": len(items)}))
     tags = [InputTag("mlflow.data.context", context)] + ([InputTag("split", str(split))] if split else [])
     return DatasetInput(dataset, tags)
+
+
+def training_inputs(name: str, source: str | Path, split, training, validation) -> list[dict]:
+    """The two data sets a training run logs as MLflow inputs (:func:`dataset_input` each): the items of its
+    ``training`` and ``validation`` data sets (MONAI datasets, their ``.data``)."""
+    return [{"name": name, "source": source, "items": part.data, "context": context, "split": str(split)}
+            for part, context in ((training, "training"), (validation, "validation"))]
+
+
+def hyper_parameters(training: Mapping, data: Mapping, network: Mapping, parent: TrainedModel | None) -> dict:
+    """A training run's MLflow params: the bundle's training, data and network choices and, when it starts from a
+    trained model, that parent (:func:`emseg.engine.trained.parent_params`)."""
+    return {**training, **data, **network, **parent_params(parent)}
 
 
 def git_commit(folder: str | Path) -> tuple[str, bool] | None:

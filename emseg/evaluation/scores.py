@@ -21,8 +21,8 @@ import torch
 
 from emseg.data.painted import UNLABELLED
 from emseg.evaluation.challenge import (
-    SCORER,
     SCORE_NAMES,
+    SCORER,
     THRESHOLDS,
     best_threshold,
     challenge_scores,
