@@ -162,6 +162,36 @@ def train_bundle(project: Path, bundle: str, args: list[str], cwd: Path) -> tupl
     return project, bundle
 
 
+TINY_FEATURES = "[8,8,16,32,64,8]"
+
+
+def tiny_training(**values) -> list[str]:
+    """Bundle-CLI overrides that train a U-Net in seconds with the precision pinned (float32, channels first), so
+    no test measures precision candidates first."""
+    settings = {"epochs": "1", "epoch_length": "1", "val_interval": "1", "batch_size": "2", "crops_per_slice": "2",
+                "patch_size": "[64,64]", "features": TINY_FEATURES, "download": "False", "checkpoint_interval": "0",
+                "register_model": "False", "amp": "False", "channels_last": "False", **values}
+    return overrides(**{k: str(v) for k, v in settings.items()})
+
+
+@pytest.fixture(scope="session")
+def tiny_unet(tmp_path_factory, isbi_dir) -> Path:
+    """The one tiny trained bundle of a test session: a project with the U-Net bundle trained on ISBI for 2 short
+    epochs (run ``parent``), promoted and registered in the project's MLflow store. Built once; tests that change it
+    use :func:`tiny_unet_copy`."""
+    project = copy_bundles(tmp_path_factory.mktemp("tiny-unet"), ["unet"])
+    monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
+                 *tiny_training(dataset_dir=isbi_dir, register_model="True", epochs=2), "--run_name", "parent",
+                 cwd=project)
+    return project
+
+
+def tiny_unet_copy(tiny_unet: Path, folder: Path) -> Path:
+    """A copy of the :func:`tiny_unet` project in ``folder`` (its MLflow store included) for a test to change."""
+    shutil.copytree(tiny_unet, folder, dirs_exist_ok=True)
+    return folder
+
+
 def export_bundle(project: Path, bundle: str, patch: int, *network_args: str) -> Path:
     """MONAI's ckpt_export of ``bundle``'s promoted weights to TorchScript (traced at one patch), with the network
     they were trained as (the config's ``network``)."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import config, copy_bundles, mlflow_runs, monai_bundle, overrides
+from conftest import config, mlflow_runs, monai_bundle, tiny_training, tiny_unet_copy
 from monai.engines import SupervisedTrainer
 from monai.losses import DiceCELoss
 from monai.networks.nets import BasicUNet
@@ -169,20 +169,13 @@ def test_a_semi_supervised_step_learns_from_the_unlabelled_slices(tmp_path):
 
 
 # --- through the bundle CLI ------------------------------------------------------------------------------------------
-def tiny(**values) -> list[str]:
-    settings = {"epochs": "1", "epoch_length": "1", "val_interval": "1", "batch_size": "2", "crops_per_slice": "2",
-                "patch_size": "[64,64]", "features": json.dumps(FEATURES), "download": "False",
-                "checkpoint_interval": "0", "register_model": "False", "amp": "False", "channels_last": "False",
-                **values}
-    return overrides(**{k: str(v) for k, v in settings.items()})
+tiny = tiny_training
 
 
 @pytest.fixture(scope="module")
-def parent_project(tmp_path_factory, isbi_dir):
-    """A tiny ISBI unet trained, promoted and registered, then packed and exported to bioimage.io."""
-    project = copy_bundles(tmp_path_factory.mktemp("parent"), ["unet"])
-    monai_bundle("run", "training", "--config_file", config(project, "unet", "train.json"),
-                 *tiny(dataset_dir=isbi_dir, register_model="True", epochs=2), "--run_name", "parent", cwd=project)
+def parent_project(tiny_unet, tmp_path_factory, isbi_dir):
+    """The session's tiny ISBI unet (trained, promoted and registered), packed and exported to bioimage.io."""
+    project = tiny_unet_copy(tiny_unet, tmp_path_factory.mktemp("parent"))
     bundle = project / "bundles" / "unet"
     subprocess.run([sys.executable, "-m", "emseg.cli", "bundle", "pack", str(bundle), "--output", str(project)],
                    check=True, capture_output=True, cwd=project)
@@ -199,6 +192,7 @@ def _sources(project: Path) -> dict[str, str]:
             "registry": "models:/emseg-unet/1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bundle", "run", "weights", "packed", "bioimageio", "registry"])
 def test_training_starts_from_each_kind_of_source_and_records_its_parent(parent_project, tmp_path, isbi_dir, kind):
     source = _sources(parent_project)[kind]
@@ -218,6 +212,7 @@ def test_training_starts_from_each_kind_of_source_and_records_its_parent(parent_
     assert run.data.params["parent_sha256"] == parent["sha256"] and run.data.params["init_from"] == source
 
 
+@pytest.mark.slow
 def test_a_parent_that_does_not_fit_is_refused_in_one_line(parent_project, isbi_dir):
     result = monai_bundle("run", "training", "--config_file", config(parent_project, "unet", "train.json"),
                           *tiny(dataset_dir=isbi_dir, init_from=_sources(parent_project)["bundle"],
@@ -228,6 +223,7 @@ def test_a_parent_that_does_not_fit_is_refused_in_one_line(parent_project, isbi_
     assert last.startswith("emseg: error: ") and "init_from" in last and "does not fit this bundle's BasicUNet" in last
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_run_on_painted_strokes_is_packed_naming_its_parent(parent_project, tmp_path, isbi_dir, isbi_volumes):
     images, labels = isbi_volumes
     data = tmp_path / "strokes"
@@ -268,6 +264,7 @@ def test_a_fine_tuned_run_on_painted_strokes_is_packed_naming_its_parent(parent_
     assert meta["emseg_provenance"]["parent"]["sha256"] == record["parent"]["sha256"]
 
 
+@pytest.mark.slow
 def test_emseg_evaluate_scores_painted_pixels_only(tmp_path, isbi_volumes):
     _, labels = isbi_volumes
     truth = (labels[25:27] > 0).astype(np.uint8)  # 1 = interior
@@ -288,6 +285,7 @@ def test_emseg_evaluate_scores_painted_pixels_only(tmp_path, isbi_volumes):
     assert "v_rand" not in summary and "not computed" in summary["challenge_scores"]
 
 
+@pytest.mark.slow
 def test_the_unlabelled_stack_alone_trains_through_the_cli_and_keeps_its_last_weights(parent_project, tmp_path,
                                                                                      isbi_dir, isbi_volumes):
     images, _ = isbi_volumes

@@ -27,6 +27,7 @@ print(faults() - before)
 PAGES = 2**26 // 4096
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not keep_freed_memory(), reason="glibc's mallopt only")
 def test_freed_memory_is_reused_without_page_faults():
     def faults(mode: str) -> int:

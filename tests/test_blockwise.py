@@ -36,6 +36,7 @@ def _model():
     return network, AutocastInferer(SliceInferer(roi_size=(64, 64)), amp=False), Activations(softmax=True)
 
 
+@pytest.mark.slow
 def test_blocks_match_whole_slices_away_from_the_border(volume, tmp_path):
     path, data = volume
     network, inferer, softmax = _model()
@@ -81,6 +82,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_a_killed_job_rerun_computes_only_the_missing_blocks(volume, tmp_path):
     """The job runs in a subprocess (with its Dask cluster) and is killed with SIGKILL after some blocks; the same
     job run again computes exactly the blocks not recorded as done, and gives the output of an uninterrupted run."""

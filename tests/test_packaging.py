@@ -19,7 +19,7 @@ from conftest import (
     mlflow_runs,
     monai_bundle,
     overrides,
-    train_bundle,
+    tiny_unet_copy,
 )
 
 from emseg.bundle.pack import BundleError, evaluation_of, pack_bundle, provenance, verify_bundle
@@ -34,13 +34,9 @@ FEATURES = "[8,8,16,32,64,8]"
 
 
 @pytest.fixture(scope="module")
-def trained_unet(tmp_path_factory, isbi_dir) -> Path:
-    """A temporary project with a copy of the U-Net bundle, trained tiny."""
-    project = copy_bundles(tmp_path_factory.mktemp("project"), ["unet"])
-    train_bundle(project, "unet", overrides(dataset_dir=str(isbi_dir), epochs="1", epoch_length="2", val_interval="1",
-                                            batch_size="2", crops_per_slice="2", patch_size="[64,64]",
-                                            features=FEATURES, download="False"), cwd=project)
-    return project
+def trained_unet(tiny_unet, tmp_path_factory) -> Path:
+    """A copy of the session's tiny trained U-Net project."""
+    return tiny_unet_copy(tiny_unet, tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")

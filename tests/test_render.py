@@ -50,6 +50,7 @@ def test_no_config_refers_outside_its_bundle(bundle):
             assert not [s for s in strings if s.startswith("%")], path
 
 
+@pytest.mark.slow
 def test_a_changed_recipe_is_reported_stale_and_rendered(tmp_path):
     bundle = tmp_path / "bundles" / "encdec"
     shutil.copytree(REPO_ROOT / "bundles" / "encdec", bundle, ignore=shutil.ignore_patterns("models", "runs", "eval"))

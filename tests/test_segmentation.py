@@ -172,6 +172,7 @@ def test_object_table_measures_in_physical_units():
     assert 0.7 * 30 * 0.004 < per_slice[2]["perimeter_um"] <= 30 * 0.004
 
 
+@pytest.mark.slow
 def test_instance_score_of_labels_equals_the_probability_score_at_their_threshold(isbi_volumes, tmp_path):
     """The challenge's cells of a map at threshold t (Fiji's thinning), scored as a label image by emseg evaluate,
     score what emseg evaluate gives the map at t; emseg segment's probability-guided cells are another procedure."""
@@ -200,6 +201,7 @@ def test_instance_score_of_labels_equals_the_probability_score_at_their_threshol
     assert len(rows) == 2 and {"adapted_rand_error", "vi_split", "vi_merge"} <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_objects_command_takes_the_pixel_size_of_an_ome_zarr(tmp_path):
     labels = np.zeros((2, 16, 16), np.uint32)
     labels[:, 4:8, 4:12] = 3
@@ -214,6 +216,7 @@ def test_objects_command_takes_the_pixel_size_of_an_ome_zarr(tmp_path):
     assert again.returncode == 1 and "objects.csv" in last_line(again) and "exists" in last_line(again)
 
 
+@pytest.mark.slow
 def test_bad_inputs_of_segment_end_with_one_clear_line(tmp_path):
     labels = np.zeros((1, 16, 16), np.uint32)
     labels[0, 2:6, 2:6] = 5
