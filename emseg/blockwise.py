@@ -6,7 +6,7 @@ edge), normalises it with its slice's mean and standard deviation (as the bundle
 with a whole slice; the statistics come from a first pass over the chunks), predicts it with the bundle's inferer
 (test-time augmentation and precision as configured), crops the halo off and writes the block to its place in
 the output, once. A ``done`` array beside the output records finished blocks, so a rerun after a crash computes
-only the missing ones. The output (an OME-Zarr image, see :class:`~emseg.io.writers.OmeZarrWriter`) is
+only the missing ones. The output (an OME-Zarr image, see :class:`~emseg.io.zarr_volumes.OmeZarrWriter`) is
 written at ``<output>.part`` and renamed into place when every block is done.
 
 The tasks run on a ``dask.distributed`` cluster: a ``LocalCluster`` of ``workers`` processes by default, or an
@@ -29,7 +29,7 @@ import torch
 from emseg.engine.allocator import ENVIRONMENT
 from emseg.io.safety import OutputError, check_not_an_input
 from emseg.io.source import VolumeError
-from emseg.io.zarr_volumes import write_image_metadata, zarr_array
+from emseg.io.zarr_volumes import create_image, finish_image, zarr_array
 from emseg.networks import final_output
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _prepare_store(partial: Path, shape, block, dtype, grid_shape) -> None:
             return  # an interrupted run of the same job: resume it
         raise OutputError(f"{partial}: exists and is not this job's unfinished output; move it away")
     group = zarr.open_group(str(partial), mode="w")
-    group.create_array("s0", shape=tuple(shape), chunks=(1, *block), dtype=dtype, fill_value=0)
+    create_image(group, shape, (1, *block), dtype, fill_value=0)
     group.create_array("done", shape=grid_shape, chunks=(1, 1, 1), dtype="uint8", fill_value=0)
 
 
@@ -139,7 +139,7 @@ def _finish(partial: Path, output: Path, spacing: Sequence[float]) -> None:
 
     group = zarr.open_group(str(partial), mode="r+")
     del group["done"]
-    write_image_metadata(group, spacing, output.stem)
+    finish_image(group, spacing, output.stem)
     partial.rename(output)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from emseg.engine.progress import progress, shows_bars
 from emseg.errors import require_flag
-from emseg.io import open_slices, stack_writer
+from emseg.io import open_slices, output_suffix, stack_writer
 from emseg.io.safety import check_not_an_input
 from emseg.networks import final_output
 from emseg.segmentation import InstanceParams, InstanceSegmenter
@@ -82,8 +82,7 @@ DEFAULT_NAMES = {"probability": "probabilities", "mask": "classes", "probabiliti
 def default_output_path(bundle_root: str | Path, output: str, output_format: str) -> str:
     """``<bundle_root>/eval/probabilities.tif`` for ``output`` probability, ``classes.tif`` for masks,
     ``class_probabilities.tif`` for all channels, ``instances.tif`` for cells (``.nii.gz`` for NIfTI, a folder for PNG slices)."""
-    extension = {"tiff": ".tif", "nifti": ".nii.gz", "png": "", "zarr": ".zarr"}.get(output_format, "")
-    return str(Path(bundle_root) / "eval" / f"{DEFAULT_NAMES.get(output, output)}{extension}")
+    return str(Path(bundle_root) / "eval" / f"{DEFAULT_NAMES.get(output, output)}{output_suffix(output_format)}")
 
 
 def segment_stack(

@@ -335,7 +335,7 @@ MISTAKES = [
     Mistake("slices smaller than the patch", _patch_too_big,
             r"isbi2012: slice isbi_000 is \(512, 512\), smaller than patch_size \[1024, 1024\]; lower --patch_size"),
     Mistake("unknown augmentation preset", _unknown_augmentation,
-            r"unknown augmentation preset 'wobbly'; choose from none, keras, unet, em"),
+            r"unknown augmentation preset 'wobbly'; choose from em, keras, none, unet"),
     Mistake("misspelt augmentation parameter", _misspelt_preset_parameter,
             r"augmentation preset 'unet' has no parameter 'intensty'; it takes grid_points, sigma, prob, intensity "
             r"\(the bundle key augmentation_params passes them"),

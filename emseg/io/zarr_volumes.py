@@ -1,4 +1,5 @@
-"""Zarr and OME-Zarr volumes: read one slice at a time, convert any readable volume to an OME-Zarr image.
+"""Zarr and OME-Zarr volumes: read one slice at a time, write OME-Zarr images (one writer), convert any readable
+volume to one.
 
 An OME-Zarr image (NGFF multiscales, written by ``ome-zarr``) is read at its full resolution, with its pixel
 size (:func:`zarr_spacing`); a plain zarr array, or an array of a group chosen by key, is read as it is.
@@ -13,9 +14,13 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from emseg import __version__
+from emseg.io.format import Format
 from emseg.io.safety import OutputError, check_not_an_input
 from emseg.io.source import SliceSource, VolumeError
+from emseg.io.stack import StackWriter, _remove_partial
 
 ZARR_SUFFIX = ".zarr"
 
@@ -49,16 +54,37 @@ def _mark(group) -> None:
     group.attrs[MARK] = {"version": __version__}
 
 
-def write_image_metadata(group, spacing: Sequence[float], name: str, channels: bool = False) -> None:
-    """OME-Zarr metadata for the single resolution ``s0`` of ``group``: axes (c,) z, y, x, the voxel ``spacing``
-    (z, y, x) in micrometres."""
-    from ome_zarr.writer import write_multiscales_metadata
+def create_image(group, shape: Sequence[int], chunks: Sequence[int], dtype, fill_value=None):
+    """The full-resolution array ``s0`` of a new OME-Zarr image in ``group``: (C,) Z, Y, X of ``shape``."""
+    return group.create_array("s0", shape=tuple(shape), chunks=tuple(chunks), dtype=dtype, fill_value=fill_value)
 
+
+def finish_image(group, spacing: Sequence[float], name: str, levels: int = 1) -> None:
+    """Make ``group`` (with its ``s0`` written) a complete OME-Zarr image: ``levels`` resolutions, each halving y and
+    x (EM sections are anisotropic: z is never downsampled), computed slice by slice from ``s0`` as ome-zarr's
+    default does (scikit-image's ``resize``: linear, anti-aliased); the multiscales metadata with axes (c,) z, y, x
+    and the voxel ``spacing`` (z, y, x) in micrometres; emseg's mark (so ``overwrite`` may replace it)."""
+    from ome_zarr.writer import write_multiscales_metadata
+    from skimage.transform import resize
+
+    full = group["s0"]
+    channels = full.ndim == 4
+    for level in range(1, levels):
+        factor = 2**level
+        shape = (*full.shape[:-2], full.shape[-2] // factor, full.shape[-1] // factor)
+        chunks = (*full.chunks[:-2], min(full.chunks[-2], shape[-2]) or 1, min(full.chunks[-1], shape[-1]) or 1)
+        lower = group.create_array(f"s{level}", shape=shape, chunks=chunks, dtype=full.dtype)
+        for z in range(full.shape[-3]):
+            index = (slice(None), z) if channels else (z,)
+            plane = resize(np.asarray(full[index]), shape[:-3] + shape[-2:] if channels else shape[-2:], order=1,
+                           mode="reflect", anti_aliasing=True, preserve_range=True)
+            lower[index] = np.round(plane) if full.dtype.kind in "iu" else plane
     axes = ([{"name": "c", "type": "channel"}] if channels else []) + \
         [{"name": axis, "type": "space", "unit": "micrometer"} for axis in "zyx"]
-    scale = ([1.0] if channels else []) + [float(s) for s in spacing]
-    write_multiscales_metadata(group, [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-                               axes=axes, name=name)
+    datasets = [{"path": f"s{level}", "coordinateTransformations": [{"type": "scale", "scale": (
+        ([1.0] if channels else []) + [float(spacing[0]), float(spacing[1]) * 2**level, float(spacing[2]) * 2**level])}]}
+        for level in range(levels)]
+    write_multiscales_metadata(group, datasets, axes=axes, name=name)
     _mark(group)
 
 
@@ -116,43 +142,79 @@ def zarr_spacing(path: str | Path) -> tuple[float, ...] | None:
 
 def write_ome_zarr(source: SliceSource, output: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                    chunk: int = 256, levels: int = 3, overwrite: bool = False) -> Path:
-    """Write every slice of ``source`` to an OME-Zarr image at ``output`` (``.zarr``): chunks of one slice by
-    ``chunk`` x ``chunk`` pixels, ``levels`` resolutions (each halving y and x), pixel size ``spacing`` (z, y, x)
-    in micrometres. Slices are read one at a time; the image is written beside ``output`` and renamed into place
-    when complete. An existing ``output`` is replaced only with ``overwrite`` and only if it is a zarr store."""
-    import dask
-    import dask.array as da
-    import zarr
-    from ome_zarr.writer import write_image
-
+    """Write every slice of ``source`` to an OME-Zarr image at ``output`` (``.zarr``) through
+    :class:`OmeZarrWriter`: chunks of one slice by ``chunk`` x ``chunk`` pixels, ``levels`` resolutions (each halving
+    y and x), pixel size ``spacing`` (z, y, x) in micrometres. Slices are read one at a time; the image appears only
+    when complete. An existing ``output`` is replaced only with ``overwrite`` and only if it is a zarr store emseg
+    wrote."""
     output = Path(output)
     if output.suffix != ZARR_SUFFIX:
         raise OutputError(f"{output}: an OME-Zarr image is a folder named *.zarr; choose such a name")
     check_not_an_input(output, [source.path])
-    if output.exists() or output.is_symlink():
-        if not overwrite:
-            raise OutputError(f"{output}: exists; choose another output, or pass --overwrite to replace it")
-        problem = replace_problem(output)
-        if problem:
-            raise OutputError(f"{output}: {problem}")
+    if (output.exists() or output.is_symlink()) and not overwrite:
+        raise OutputError(f"{output}: exists; choose another output, or pass --overwrite to replace it")
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be three positive sizes (z, y, x) in micrometres, got {list(spacing)}")
     first = source[0]
-    read = dask.delayed(lambda index: source[index], pure=True)
-    volume = da.stack([da.from_delayed(read(i), shape=source.shape, dtype=first.dtype) for i in range(len(source))])
-    volume = volume.rechunk((1, min(chunk, source.shape[0]), min(chunk, source.shape[1])))
-    partial = output.with_name(output.name + ".part")
-    if partial.exists():  # an earlier, interrupted conversion of this same output; anything else stays
-        if not is_zarr_store(partial):
-            raise OutputError(f"{partial}: exists and is not a zarr store emseg left; move it away")
-        shutil.rmtree(partial)
-    z, y, x = (float(s) for s in spacing)
-    with dask.config.set(scheduler="synchronous"):  # one reader at a time: TIFF and HDF5 handles are not shared
-        write_image(volume, zarr.open_group(str(partial), mode="w"), axes="zyx",
-                    scale_factors=[2**level for level in range(1, levels)], scale={"z": z, "y": y, "x": x},
-                    axes_units={axis: "micrometer" for axis in "zyx"})
-        _mark(zarr.open_group(str(partial), mode="r+"))
-    if output.exists():
-        shutil.rmtree(output)
-    partial.rename(output)
+    with OmeZarrWriter(output, first.dtype, source.shape, len(source), spacing, overwrite, levels=levels,
+                       chunk=chunk) as writer:
+        for image in source:
+            writer.write(image)
     return output
+
+
+class OmeZarrWriter(StackWriter):
+    """An OME-Zarr image (a ``.zarr`` folder) with the voxel ``spacing`` in micrometres, one chunk per slice by
+    256 x 256 pixels, written as the slices come: (Z, Y, X) for 2-D slices, (C, Z, Y, X) for (C, H, W) ones (the
+    axis order the OME-Zarr specification prescribes), then ``levels`` resolutions (:func:`finish_image`). An
+    existing output is replaced only if it is a zarr store emseg wrote. The one writer of OME-Zarr images: the
+    conversion (:func:`write_ome_zarr`) writes through it, block-wise inference lays its store out with the same
+    :func:`create_image` and :func:`finish_image`."""
+
+    def __init__(self, path: str | Path, dtype: str = "float32", shape: Sequence[int] | None = None,
+                 count: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0), overwrite: bool = False,
+                 palette: np.ndarray | None = None, levels: int = 1, chunk: int = 256) -> None:
+        super().__init__(path, dtype, shape, count, spacing, overwrite, palette)
+        self.levels, self.chunk = int(levels), int(chunk)
+        if self.path.suffix != ".zarr":
+            raise VolumeError(f"{self.path}: an OME-Zarr image is a folder named *.zarr; choose such a name")
+        self._require_geometry("OME-Zarr")
+
+    def _not_replaceable(self) -> str | None:
+        return replace_problem(self.path)
+
+    def _open(self, partial: Path) -> None:
+        import zarr
+
+        if partial.exists() and not is_zarr_store(partial):
+            raise OutputError(f"{partial}: exists and is not a zarr store emseg left; move it away")
+        self._discard(partial)  # our own leftover of an interrupted run
+        self._group, self._array = zarr.open_group(str(partial), mode="w"), None
+
+    def _write(self, image: np.ndarray) -> None:
+        if self._array is None:
+            channels = image.shape[:-2]
+            if image.shape[-2:] != self.shape or len(channels) > 1:
+                raise VolumeError(f"{self.path}: slice of shape {image.shape}, expected {self.shape} or (C, *shape)")
+            shape = (*channels, self.expected, *self.shape)
+            chunks = (*channels, 1, min(self.chunk, self.shape[0]), min(self.chunk, self.shape[1]))
+            self._array = create_image(self._group, shape, chunks, self.dtype)
+        if image.ndim == 3:
+            self._array[:, self.count] = image
+        else:
+            self._array[self.count] = image
+
+    def _close(self) -> None:
+        if self.count != self.expected:
+            raise VolumeError(f"{self.path}: {self.count} slices written, {self.expected} declared")
+        finish_image(self._group, self.spacing, self.path.stem, self.levels)
+
+    def _discard(self, partial: Path) -> None:
+        if is_zarr_store(partial):
+            shutil.rmtree(partial)
+        else:
+            _remove_partial(partial)
+
+
+FORMAT = Format(name="zarr", label="zarr", suffixes=(ZARR_SUFFIX,), open=open_zarr, writer=OmeZarrWriter,
+                output_suffix=ZARR_SUFFIX, spacing=zarr_spacing)  # a folder: a zarr array or an OME-Zarr image
