@@ -45,3 +45,13 @@ def test_no_relative_dates(page):
     text = page.read_text().lower()
     found = [phrase for phrase in RELATIVE_DATES if re.search(rf"\b{re.escape(phrase)}\b", text)]
     assert not found, f"{page.relative_to(REPO_ROOT)} dates results relatively: {found}; give the date (git log)"
+
+
+def test_every_loss_and_preset_is_documented_by_the_name_the_code_registers():
+    """Loss and preset names live once, in the modules that register them; the how-to names each of them."""
+    from emseg.losses import LOSSES
+    from emseg.transforms import PRESETS
+
+    page = (REPO_ROOT / "docs" / "how-to" / "augmentation-losses.md").read_text()
+    missing = [name for name in [*LOSSES, *PRESETS] if f"`{name}`" not in page]
+    assert not missing, f"docs/how-to/augmentation-losses.md does not name {missing}"
