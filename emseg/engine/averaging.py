@@ -30,6 +30,8 @@ class WeightAverage:
     checkpoint hold the average, so a resumed run continues it.
     """
 
+    every_rank = True  # under torchrun every rank runs it (emseg.engine.distributed.handlers_of_rank)
+
     def __init__(self, network: torch.nn.Module, epochs: float | None = 5.0) -> None:
         epochs = float(epochs or 0.0)
         if epochs < 0:

@@ -1,10 +1,15 @@
-"""What ranks of a torchrun training must agree on: one process's value, broadcast to all."""
+"""A torchrun training: each rank's device and process group, which handlers each rank runs, the sampler's epoch,
+and what ranks must agree on (one process's value, broadcast to all)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.distributed as dist
+from ignite.engine import Engine, Events
+from monai.handlers import LrScheduleHandler
 
 
 def rank() -> int:
@@ -20,3 +25,31 @@ def agreed(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def device_of_rank(rank: int) -> torch.device:
+    """The GPU of ``rank`` (round robin over this machine's GPUs), or the CPU where there is none."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def start_process_group(device: torch.device) -> None:
+    """Join torchrun's process group (NCCL on GPUs, Gloo on CPUs) unless already in it, on ``device``."""
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def handlers_of_rank(handlers: Sequence, rank: int) -> list:
+    """The training handlers ``rank`` runs: all on rank 0; on the others only those every rank must run to stay in
+    step (the learning-rate schedule, and handlers marked ``every_rank``: validation, weight averaging)."""
+    if rank == 0:
+        return list(handlers)
+    return [h for h in handlers if isinstance(h, LrScheduleHandler) or getattr(h, "every_rank", False)]
+
+
+def reshuffle_each_epoch(trainer: Engine, sampler) -> None:
+    """Give the distributed ``sampler`` the epoch at the start of each, so every epoch shuffles differently."""
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))

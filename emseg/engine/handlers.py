@@ -90,6 +90,8 @@ class ValidationFromEpoch(ValidationHandler):
     a few validation slices can be high by chance (thick, conservative membranes).
     """
 
+    every_rank = True  # under torchrun every rank runs it (emseg.engine.distributed.handlers_of_rank)
+
     def __init__(self, validator, interval: int, start_epoch: int = 1) -> None:
         super().__init__(validator=validator, interval=interval, epoch_level=True)
         self.start_epoch = max(1, int(start_epoch))
