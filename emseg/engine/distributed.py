@@ -34,12 +34,11 @@ def device_of_rank(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def start_process_group(device: torch.device) -> None:
-    """Join torchrun's process group (NCCL on GPUs, Gloo on CPUs) unless already in it, on ``device``."""
+def start_process_group() -> None:
+    """Join torchrun's process group (NCCL on GPUs, Gloo on CPUs) unless already in it. It must run before anything
+    asks for :func:`rank` (a config's ``rank``, ``device``), which is 0 outside the group."""
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
 
 
 def handlers_of_rank(handlers: Sequence, rank: int) -> list:
