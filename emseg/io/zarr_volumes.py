@@ -61,29 +61,33 @@ def create_image(group, shape: Sequence[int], chunks: Sequence[int], dtype, fill
 
 def finish_image(group, spacing: Sequence[float], name: str, levels: int = 1) -> None:
     """Make ``group`` (with its ``s0`` written) a complete OME-Zarr image: ``levels`` resolutions, each halving y and
-    x (EM sections are anisotropic: z is never downsampled), computed slice by slice from ``s0`` as ome-zarr's
-    default does (scikit-image's ``resize``: linear, anti-aliased); the multiscales metadata with axes (c,) z, y, x
-    and the voxel ``spacing`` (z, y, x) in micrometres; emseg's mark (so ``overwrite`` may replace it)."""
+    x (EM sections are anisotropic: z is never downsampled), each resized from ``s0`` by ome-zarr's own
+    ``dask_utils.resize`` with the arguments of its default method (linear, anti-aliased), one stored chunk at a
+    time; the multiscales metadata with axes (c,) z, y, x and the voxel ``spacing`` (z, y, x) in micrometres;
+    emseg's mark (so ``overwrite`` may replace it)."""
+    import dask
+    import dask.array as da
+    from ome_zarr.dask_utils import resize
     from ome_zarr.writer import write_multiscales_metadata
-    from skimage.transform import resize
 
     full = group["s0"]
     channels = full.ndim == 4
+    source = da.from_zarr(full)
     for level in range(1, levels):
         factor = 2**level
         shape = (*full.shape[:-2], full.shape[-2] // factor, full.shape[-1] // factor)
         chunks = (*full.chunks[:-2], min(full.chunks[-2], shape[-2]) or 1, min(full.chunks[-1], shape[-1]) or 1)
         lower = group.create_array(f"s{level}", shape=shape, chunks=chunks, dtype=full.dtype)
-        for z in range(full.shape[-3]):
-            index = (slice(None), z) if channels else (z,)
-            plane = resize(np.asarray(full[index]), shape[:-3] + shape[-2:] if channels else shape[-2:], order=1,
-                           mode="reflect", anti_aliasing=True, preserve_range=True)
-            lower[index] = np.round(plane) if full.dtype.kind in "iu" else plane
+        resized = resize(source, shape, order=1, mode="reflect", anti_aliasing=True, preserve_range=True)
+        resized = resized.round() if full.dtype.kind in "iu" else resized
+        with dask.config.set(scheduler="synchronous"):  # one writer: chunks of ``lower`` are never shared
+            da.store(resized.astype(full.dtype).rechunk(chunks), lower, lock=False)
     axes = ([{"name": "c", "type": "channel"}] if channels else []) + \
         [{"name": axis, "type": "space", "unit": "micrometer"} for axis in "zyx"]
-    datasets = [{"path": f"s{level}", "coordinateTransformations": [{"type": "scale", "scale": (
-        ([1.0] if channels else []) + [float(spacing[0]), float(spacing[1]) * 2**level, float(spacing[2]) * 2**level])}]}
-        for level in range(levels)]
+    scales = [([1.0] if channels else []) + [float(spacing[0]), float(spacing[1]) * 2**level,
+                                             float(spacing[2]) * 2**level] for level in range(levels)]
+    datasets = [{"path": f"s{level}", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+                for level, scale in enumerate(scales)]
     write_multiscales_metadata(group, datasets, axes=axes, name=name)
     _mark(group)
 

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 import torch
 import zarr
+from skimage.transform import resize
 
 from emseg.engine.precision import AutocastInferer
 from emseg.inference import segment_stack
@@ -46,6 +47,8 @@ def test_a_stack_becomes_an_ome_zarr_image_with_its_pixel_size(stack, isbi_volum
     assert scales == [[0.05, 0.004 * f, 0.004 * f] for f in (1, 2, 4)]
     assert [image[d["path"]].shape for d in multiscale["datasets"]] == [(5, 512, 512), (5, 256, 256), (5, 128, 128)]
     assert image["s0"].chunks == (1, 128, 128)
+    half = resize(isbi_volumes[0][0], (256, 256), order=1, anti_aliasing=True, preserve_range=True)
+    assert image["s1"].dtype == np.uint8 and np.abs(image["s1"][0] - half).mean() < 1.0  # the slice, halved
     assert not (tmp_path / "stack.zarr.part").exists()
 
 
