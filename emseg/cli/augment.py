@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from emseg.bundle.preview import augmented_pairs, preview_grid, save_pairs
+from emseg.cli import GROUPS
 from emseg.io.files import replace_atomically
 from emseg.io.safety import check_new_files
 
@@ -32,7 +33,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    augment = commands.add_parser("augment", help="augmented training data").add_subparsers(dest="augment_command",
+    augment = commands.add_parser("augment", help=GROUPS["augment"][1]).add_subparsers(dest="augment_command",
                                                                                         required=True)
     preview = augment.add_parser("preview", help="grid of augmented image/label pairs, or many pairs as PNG")
     preview.add_argument("--bundle", default="bundles/unet", help="bundle folder whose train.json to use")

@@ -9,6 +9,7 @@ from pathlib import Path
 from emseg.bundle.bioimageio import export_bioimageio, run_model_test, validate_package
 from emseg.bundle.pack import pack_bundle, verify_bundle
 from emseg.bundle.render import find_bundles, render_bundle, stale_files
+from emseg.cli import GROUPS
 from emseg.cli.options import set_values
 from emseg.engine.runs import promote
 
@@ -65,7 +66,7 @@ def run_bundle_render(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    bundle = commands.add_parser("bundle", help="render, promote, pack, verify and export bundles").add_subparsers(
+    bundle = commands.add_parser("bundle", help=GROUPS["bundle"][1]).add_subparsers(
         dest="bundle_command", required=True)
     render = bundle.add_parser("render", help="write bundles' configs from the shared template and their recipe.json")
     render.add_argument("bundles", nargs="*", help="bundle folders (default: every bundles/*/recipe.json)")

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from emseg.bundle.render import read_recipe
+from emseg.cli import GROUPS
 from emseg.cli.options import set_values
 from emseg.io import read_volume, volume_spacing
 from emseg.segmentation import InstanceParams, object_table, write_object_table
@@ -88,7 +89,7 @@ def run_tune_postprocess(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    segment = commands.add_parser("segment", help="cells (uint32 labels) from cell-interior probabilities")
+    segment = commands.add_parser("segment", help=GROUPS["segment"][1])
     segment.add_argument("probabilities", help="cell-interior probabilities (float in [0, 1] or uint8): TIFF, "
                                                "folder of slices, HDF5 (--key), NIfTI or zarr")
     segment.add_argument("output", help="label stack to write: .tif, .zarr (OME-Zarr) or .nii.gz")
@@ -114,7 +115,7 @@ def add_parsers(commands) -> None:
     segment.add_argument("--overwrite", action="store_true", help="replace an existing output emseg wrote")
     segment.set_defaults(func=run_segment)
 
-    objects = commands.add_parser("objects", help="a CSV table of the objects of a label stack (regionprops)")
+    objects = commands.add_parser("objects", help=GROUPS["objects"][1])
     objects.add_argument("labels", help="label stack (one label per object, 0 = background)")
     objects.add_argument("output", help="CSV file to write")
     objects.add_argument("--key", default=None, help="HDF5 dataset or zarr array in the labels")
@@ -127,8 +128,7 @@ def add_parsers(commands) -> None:
     objects.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
     objects.set_defaults(func=run_objects)
 
-    tune = commands.add_parser("tune-postprocess", help="tune the instance parameters on the validation split "
-                                                        "(Optuna), write them to the bundle, log to MLflow")
+    tune = commands.add_parser("tune-postprocess", help=GROUPS["tune-postprocess"][1])
     tune.add_argument("bundle", help="bundle folder, e.g. bundles/unet")
     tune.add_argument("--run-name", default=None, help="tune for this run's best model (default: the promoted one)")
     tune.add_argument("--trials", type=int, default=60, help="trials; the first 9 are the components-and-lines "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from emseg.cli import GROUPS
 from emseg.data import DATASETS
 from emseg.io import open_slices, write_ome_zarr
 
@@ -27,7 +28,7 @@ def run_to_zarr(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands) -> None:
-    data = commands.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
+    data = commands.add_parser("data", help=GROUPS["data"][1]).add_subparsers(dest="data_command", required=True)
     download = data.add_parser("download", help="download a public data set and convert it to TIFF stacks")
     download.add_argument("dataset", choices=PUBLIC)
     download.add_argument("--root", required=True, help="folder to write train-volume.tif and train-labels.tif to")

@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from emseg.cli import GROUPS
 from emseg.data.datalist import binary_label
 from emseg.data.isbi2012 import CLASS_NAMES, INTERIOR_CLASS
 from emseg.data.painted import painted_to_classes
@@ -51,7 +52,7 @@ def report(scores, args: argparse.Namespace, read_as: str) -> int:
 
 
 def add_parsers(commands) -> None:
-    evaluate = commands.add_parser("evaluate", help="score a probability stack against a label stack (ISBI scores)")
+    evaluate = commands.add_parser("evaluate", help=GROUPS["evaluate"][1])
     evaluate.add_argument("prediction", help="cell-interior probabilities: TIFF stack, folder of slices, HDF5, NIfTI")
     evaluate.add_argument("label", help="binary labels, cell interior = the non-zero value")
     evaluate.add_argument("--prediction-key", default=None, help="dataset key inside an HDF5 prediction")
