@@ -12,15 +12,14 @@ from pathlib import Path
 @dataclass(frozen=True, kw_only=True)
 class Format:
     """A volume format: ``name`` (``output_format`` in inference.json), a ``label`` for messages, the file
-    ``suffixes`` it is read from, whether its files are ``slices`` of a folder, its reader ``open(path, key)`` (a
-    :class:`~emseg.io.source.SliceSource`), its stack ``writer`` class and the ``output_suffix`` an output of it
-    gets ("" for a folder), and ``spacing(path)``: the voxel size it states, if it can state one."""
+    ``suffixes`` it is read from, its reader ``open(path, key)`` (a :class:`~emseg.io.source.SliceSource`), its
+    stack ``writer`` class and the ``output_suffix`` an output of it gets ("" for a folder), and ``spacing(path)``:
+    the voxel size it states, if it can state one."""
 
     name: str
     label: str
     suffixes: Sequence[str]
     open: Callable
-    slices: bool = False
     writer: type | None = None
     output_suffix: str | None = None
     spacing: Callable[[Path], tuple[float, ...] | None] | None = None

@@ -100,6 +100,6 @@ class PngFolderWriter(StackWriter):
         picture.save(self._folder / f"{self.prefix}{self.count:04d}.png")
 
 
-FORMAT = Format(name="png", label="PNG, JPEG", suffixes=(".png", ".jpg", ".jpeg"), slices=True, open=_open_image,
+FORMAT = Format(name="png", label="PNG, JPEG", suffixes=(".png", ".jpg", ".jpeg"), open=_open_image,
                 writer=PngFolderWriter, output_suffix="")  # written: a folder of PNG slices
 SLICE_SUFFIXES = (*FORMAT.suffixes, *tiff.FORMAT.suffixes)  # the files a folder of slices holds

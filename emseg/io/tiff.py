@@ -205,5 +205,5 @@ class TiffStackWriter(StackWriter):
         _remove_partial(partial)
 
 
-FORMAT = Format(name="tiff", label="TIFF", suffixes=(".tif", ".tiff"), slices=True, open=open_tiff,
+FORMAT = Format(name="tiff", label="TIFF", suffixes=(".tif", ".tiff"), open=open_tiff,
                 writer=TiffStackWriter, output_suffix=".tif", spacing=tiff_spacing)
