@@ -1,17 +1,24 @@
-"""Whole-stack inference: read, predict and write one slice at a time."""
+"""Whole-stack inference: read, predict and write one slice at a time; :class:`Predictor`, any shared model
+(:func:`emseg.engine.trained.open_model`) ready to predict slices held in memory (the napari plugin)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from monai.transforms import NormalizeIntensity
 
+from emseg.engine.precision import prepare_network
 from emseg.engine.progress import progress, shows_bars
+from emseg.engine.trained import TrainedModel, open_model
+from emseg.engine.windows import SliceInferer
 from emseg.errors import require_flag
 from emseg.io import open_slices, output_suffix, stack_writer
 from emseg.io.safety import check_not_an_input
@@ -142,3 +149,78 @@ def segment_stack(
     logger.info("wrote %s (%d slices, %s)%s", output_path, len(source), output,
                 f" and {probabilities_path} (per-class probabilities)" if probabilities_path else "")
     return Path(output_path)
+
+
+# --- any shared model, for slices in memory ----------------------------------------------------------------------
+INFERENCE_KEYS = ("patch_size", "overlap", "instances")  # read from a bundle's inference.json when they are values
+
+
+def _bundle_inference(folder: Path) -> dict:
+    """The literal values of :data:`INFERENCE_KEYS` in ``folder/configs/inference.json`` (a bundle), else {}."""
+    config = folder / "configs" / "inference.json"
+    if not config.is_file():
+        return {}
+    values = json.loads(config.read_text())
+    return {key: values[key] for key in INFERENCE_KEYS if key in values and not str(values[key]).startswith(("$", "@"))}
+
+
+@dataclass
+class Predictor:
+    """A trained model ready to predict: the network with its weights on ``device``, the bundles' preprocessing
+    (intensity normalisation per slice), windows of ``patch_size`` (the whole slice when it fits) and softmax.
+
+    ``class_names`` and ``interior_class`` come with the weights (``interior``: the cell-interior class of a
+    membrane model, from which cells are made); ``instances`` are the watershed parameters of the bundle's
+    ``inference.json`` when the model is a bundle folder, else :class:`InstanceParams`' defaults."""
+
+    model: TrainedModel
+    network: torch.nn.Module
+    device: torch.device
+    patch_size: Sequence[int] = (256, 256)
+    overlap: float = 0.5
+    instances: dict = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.model.class_names or [f"class_{i}" for i in range(self.num_classes)]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.network_def.get("out_channels") or self.model.network_def.get("num_classes"))
+
+    @property
+    def interior_class(self) -> int | None:
+        names = self.model.class_names or []
+        continued = self.model.record.get("class_map") or {}  # a fine-tuned model: which parent class each continues
+        found = [i for i, name in enumerate(names) if "interior" in (name, continued.get(name))]
+        return found[0] if found else None
+
+    def outputs(self) -> tuple[str, ...]:
+        """What this model can give: every class's probability, the class mask, and cells for a membrane model."""
+        return ("probabilities", "mask", *(("instances",) if self.interior_class is not None else ()))
+
+    def predict(self, slices: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """float32 (C, H, W) class probabilities of each (H, W) slice, one slice at a time."""
+        inferer = SliceInferer(roi_size=list(self.patch_size), overlap=self.overlap, mode="gaussian",
+                               sw_batch_size=4, sw_device=self.device)
+        return predict_slices(slices, self.network, inferer, NormalizeIntensity(),
+                              lambda logits: torch.softmax(logits.float(), 0), self.device)
+
+    def segmenter(self) -> InstanceSegmenter:
+        """Cells from this model's cell-interior probabilities (membrane models only)."""
+        if self.interior_class is None:
+            raise ValueError(f"{self.model.source}: cells are made from cell-interior probabilities, and this "
+                             f"model's classes {self.class_names} have no 'interior'; choose the mask instead")
+        return InstanceSegmenter(InstanceParams.from_mapping(self.instances, "instances"))
+
+
+def open_predictor(source: str | Path, device: str | torch.device | None = None,
+                   tracking_uri: str | None = None) -> Predictor:
+    """A :class:`Predictor` of the model at ``source``: a bundle folder, run folder, weights file, packed bundle,
+    bioimage.io package or ``models:/NAME/VERSION`` (with ``tracking_uri``)."""
+    model = open_model(source, tracking_uri)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    network = prepare_network(model.build(), device)
+    settings = {"patch_size": model.record["patch_size"]} if model.record.get("patch_size") else {}
+    settings.update(_bundle_inference(Path(str(source))) if Path(str(source)).is_dir() else {})
+    return Predictor(model, network, device, **settings)

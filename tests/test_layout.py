@@ -15,7 +15,7 @@ LAYERS = {
     "base": ["errors", "emseg"],
     "core": ["io", "visualize", "data", "losses", "transforms", "networks", "segmentation", "evaluation"],
     "runtime": ["engine"],
-    "workflows": ["inference", "blockwise", "bundle", "tuning"],
+    "workflows": ["inference", "blockwise", "bundle", "tuning", "finetune"],
     "front ends": ["cli", "napari"],
 }
 ORDER = [package for packages in LAYERS.values() for package in packages]

@@ -403,6 +403,16 @@ class TrainingRun:
         save_atomically({**state, "epoch": epoch, "best": self.best}, self.folder.file(LAST))
         self._last_save = time.monotonic()
 
+    def _keep_unscored(self, epoch: int) -> None:
+        """"last" with no validation slice at all (a fine-tuning on one painted slice): the last weights are kept
+        as ``model_best.pt``, unscored, so they can be used and scored; such a run is not promoted."""
+        save_atomically(self.best_model.state_dict(), self.folder.file(BEST))
+        name = getattr(self.validator.state, "key_metric_name", None) if self.validator is not None else None
+        self.best = {"metric": name, "value": float("nan"), "epoch": epoch, "selection": self.selection}
+        self.folder.update(best=self.best)
+        logger.warning("run %s had no validation slice: its last weights are kept unscored in %s", self.folder.name,
+                       self.folder.file(BEST))
+
     # --- the end ------------------------------------------------------------------------------------------
     def _exception(self, engine: Engine, error: BaseException) -> None:
         """Record why the run stopped; save a checkpoint unless the weights are not finite. Never re-raises: the
@@ -420,6 +430,8 @@ class TrainingRun:
             self.folder.update(status=FAILED, ended=now(), reason=f"{type(error).__name__}: {error}")
 
     def _completed(self, engine: Engine) -> None:
+        if self.selection == "last" and not self.best and _finite_weights(self.best_model):
+            self._keep_unscored(engine.state.epoch)
         record = self.folder.update(status=FINISHED, ended=now(), epochs_done=engine.state.epoch)
         if self.models_dir is None:
             return
