@@ -42,6 +42,20 @@ class Painting:
     class_map: dict[str, str]
     names: list[str]
 
+    def from_class_values(self, strokes: np.ndarray, parent_classes: Sequence[str]) -> np.ndarray:
+        """uint8 painted values of ``strokes`` painted in the parent's classes (value ``v`` = ``parent_classes[v - 1]``,
+        0 = not painted): the value of the same class here."""
+        lookup = np.zeros(len(parent_classes) + 1, np.uint8)
+        for value, name in enumerate(parent_classes, start=1):
+            lookup[value] = self.names.index(str(name)) + 1
+        strokes = np.asarray(strokes)
+        low, high = int(strokes.min(initial=0)), int(strokes.max(initial=0))
+        if strokes.dtype.kind not in "iub" or low < 0 or high >= len(lookup):
+            raise VolumeError(f"strokes: values must be 0 (not painted) or 1..{len(parent_classes)} "
+                              f"({', '.join(f'{v} = {n}' for v, n in enumerate(parent_classes, start=1))}); found "
+                              f"{strokes.dtype} values up to {high}")
+        return lookup[strokes]
+
     def legend(self) -> str:
         """``1 = interior, 2 = membrane`` (0 is not painted)."""
         return ", ".join(f"{value} = {name}" for value, name in enumerate(self.names, start=1))

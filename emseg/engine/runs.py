@@ -507,8 +507,8 @@ def promote(run_dir: str | Path, models_dir: str | Path, record: Mapping | None 
         "selection": best.get("selection", "best"),
         "weights_sha256": sha256(target),
         "promoted": now(),
-        **{k: record[k] for k in ("network", "config_digest", "dataset", "split", "class_names", "parent", "unlabelled")
-           if k in record},
+        **{k: record[k] for k in ("network", "config_digest", "dataset", "dataset_dir", "split", "class_names",
+                                  "class_map", "parent", "unlabelled") if k in record},
     }
     if register and sidecar["mlflow_run_id"] and sidecar["tracking_uri"]:
         sidecar.update(_register(record, sidecar, weights, models_dir))

@@ -15,7 +15,7 @@ import numpy as np
 from emseg.data import class_names
 from emseg.data.datalist import DatasetNotFoundError
 from emseg.data.datasets import get_dataset
-from emseg.data.isbi2012 import CLASS_NAMES, INTERIOR_VALUE, load_isbi2012
+from emseg.data.isbi2012 import CLASS_NAMES, load_isbi2012
 
 DATA_SETTING = "EMSEG_DATA"
 
@@ -40,7 +40,7 @@ def isbi2012() -> list[tuple]:
     except (DatasetNotFoundError, FileNotFoundError) as err:
         raise _missing(folder, err) from err
     spacing = get_dataset("isbi2012").spacing
-    classes = np.where(np.asarray(labels) == INTERIOR_VALUE, 2, 1).astype(np.uint8)
+    classes = (np.asarray(labels) + 1).astype(np.uint8)  # load_isbi2012: 0 = membrane, 1 = interior
     return [(volume, {"name": "ISBI 2012", "scale": spacing}, "image"),
             (classes, {"name": "ISBI 2012 labels", "scale": spacing,
                        "metadata": {"class_names": CLASS_NAMES}}, "labels")]

@@ -16,8 +16,8 @@ from pathlib import Path
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, create_widget
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QFileDialog
+from superqt.utils import create_worker
 
 from emseg.inference import Predictor, open_predictor
 from emseg.napari.common import CLASS_NAMES, as_stack, full_resolution, report
@@ -99,9 +99,10 @@ class SegmentWidget(Container):
         data = full_resolution(layer)
         self.progress.max, self.progress.value = as_stack(data).shape[0], 0
         self.worker = create_worker(predict_stack, self.model.value.strip(), self.tracking_uri.value.strip(), data,
-                                    self.output.value, _start_thread=False)
+                                    self.output.value, _start_thread=False,
+                                    _connect={"errored": lambda error: setattr(self.status, "value",
+                                                                                report(error, "Segment"))})
         self.worker.yielded.connect(self._received)
-        self.worker.errored.connect(lambda error: setattr(self.status, "value", report(error, "Segment")))
         self.worker.finished.connect(self._finished)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"loading {self.model.value.strip()}"
@@ -138,7 +139,8 @@ class SegmentWidget(Container):
             colours = ["gray", "magenta", "green", "cyan", "yellow", "red", "blue"]
             self.layers = [self.viewer.add_image(np.zeros(shape, np.float32), name=name.format(f"{cls} probability"),
                                                  contrast_limits=(0.0, 1.0), blending="additive", visible=i > 0,
-                                                 colormap=colours[i % len(colours)], metadata=meta, **common)
+                                                 colormap=colours[i % len(colours)],
+                                                 metadata={**meta, "emseg_class": cls}, **common)
                            for i, cls in enumerate(predictor.class_names)]
         elif self.output.value == "class mask":
             self.layers = [self.viewer.add_labels(np.zeros(shape, np.uint8), name=name.format("classes"),
@@ -152,5 +154,6 @@ class SegmentWidget(Container):
         self.run_button.enabled, self.cancel_button.enabled = True, False
         done = self.progress.value
         if self.layers and not self.status.value.startswith("Segment:"):
-            self.status.value = (f"done: {', '.join(layer.name for layer in self.layers)}"
-                                 if done == self.progress.max else f"cancelled after {done} of {self.progress.max} slices")
+            total = self.progress.max
+            self.status.value = (f"done: {', '.join(layer.name for layer in self.layers)}" if done == total
+                                 else f"cancelled after {done} of {total} slices")
