@@ -31,6 +31,11 @@ IMAGES = "images"
 INTERIOR = "interior"
 
 
+def legend(names: Sequence[str]) -> str:
+    """``1 = membrane, 2 = interior``: the painted value of each class of ``names`` (0 is not painted)."""
+    return ", ".join(f"{value} = {name}" for value, name in enumerate(names, start=1))
+
+
 @dataclass(frozen=True)
 class Painting:
     """How painted values map onto a bundle's classes when fine-tuning a parent with ``parent_classes``.
@@ -52,13 +57,13 @@ class Painting:
         low, high = int(strokes.min(initial=0)), int(strokes.max(initial=0))
         if strokes.dtype.kind not in "iub" or low < 0 or high >= len(lookup):
             raise VolumeError(f"strokes: values must be 0 (not painted) or 1..{len(parent_classes)} "
-                              f"({', '.join(f'{v} = {n}' for v, n in enumerate(parent_classes, start=1))}); found "
+                              f"({legend(parent_classes)}); found "
                               f"{strokes.dtype} values up to {high}")
         return lookup[strokes]
 
     def legend(self) -> str:
         """``1 = interior, 2 = membrane`` (0 is not painted)."""
-        return ", ".join(f"{value} = {name}" for value, name in enumerate(self.names, start=1))
+        return legend(self.names)
 
 
 def painting_classes(parent_classes: Sequence[str]) -> Painting:

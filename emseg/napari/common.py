@@ -4,10 +4,11 @@ shown in the viewer as one message (never a traceback dialog)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import numpy as np
 from napari.utils.notifications import show_error
+from superqt.utils import create_worker
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def report(error: BaseException, action: str) -> str:
     return line
 
 
-def legend(names: Sequence[str]) -> str:
-    """``1 = membrane, 2 = interior`` (0 = not painted)."""
-    return ", ".join(f"{value} = {name}" for value, name in enumerate(names, start=1))
+def background(function: Callable, *args, action: str, status, yielded: Callable, finished: Callable):
+    """A worker (not yet started) running the generator ``function(*args)`` in a thread: each value it yields goes
+    to ``yielded`` in the viewer's thread, an error to :func:`report` and the ``status`` label (superqt's worker,
+    not napari's, whose error relay would also raise the traceback in the viewer), the end to ``finished``."""
+    return create_worker(function, *args, _start_thread=False,
+                         _connect={"errored": lambda error: setattr(status, "value", report(error, action)),
+                                   "yielded": yielded, "finished": finished})

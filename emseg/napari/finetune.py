@@ -23,7 +23,7 @@ import numpy as np
 from magicgui.widgets import Container, Label, LineEdit, PushButton, SpinBox, create_widget
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from superqt.utils import create_worker
+from matplotlib.ticker import MaxNLocator
 
 from emseg.bundle.pack import pack_bundle
 from emseg.engine.runs import promote
@@ -32,12 +32,13 @@ from emseg.engine.trained import open_model
 from emseg.finetune import (
     Painting,
     finetune_command,
+    legend,
     painted_folder,
     painting_classes,
     read_losses,
     write_painted_dataset,
 )
-from emseg.napari.common import CLASS_NAMES, as_stack, full_resolution, legend, report
+from emseg.napari.common import CLASS_NAMES, as_stack, background, full_resolution, report
 from emseg.napari.segment import SegmentWidget
 
 
@@ -90,12 +91,15 @@ class FineTuneWidget(Container):
         self.figure = Figure(figsize=(3, 2), tight_layout=True)
         self.axes = self.figure.add_subplot()
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)  # room for the axes' labels in a narrow dock
         self.segment = SegmentWidget(napari_viewer)
-        self.segment.label = "segment again"
+        self.segment_heading = Label(value="Segment again (set to the new run when it finishes):")
         self.extend([self.bundle, self.init_from, self.image, self.strokes, self.new_strokes, self.epochs,
                      self.epoch_length, self.run_button, self.cancel_button, self.status, self.promote_button,
                      self.pack_button])
+        self.status.native.setWordWrap(True)
         self.native.layout().addWidget(self.canvas)
+        self.native.layout().addWidget(self.segment_heading.native)
         self.native.layout().addWidget(self.segment.native)
         self.new_strokes.changed.connect(self.add_strokes_layer)
         self.run_button.changed.connect(self.start)
@@ -105,6 +109,7 @@ class FineTuneWidget(Container):
         self.overrides: dict = {}  # more bundle keys for the training (tests: a tiny patch size)
         self.worker = None
         self.run_dir: Path | None = None
+        self.dataset_dir: Path | None = None
         self.losses: list[tuple[int, float]] = []
 
     def reset_choices(self, *args) -> None:
@@ -166,11 +171,8 @@ class FineTuneWidget(Container):
         self.run_dir, self.losses = bundle / "runs" / run_name, []
         self.dataset_dir = folder
         log = Path(tempfile.mkdtemp(prefix="emseg-finetune-")) / f"{run_name}.log"
-        self.worker = create_worker(run_training, argv, self.run_dir, log, _start_thread=False,
-                                    _connect={"errored": lambda error: setattr(self.status, "value",
-                                                                                report(error, "Fine-tune"))})
-        self.worker.yielded.connect(self._plot)
-        self.worker.finished.connect(self._finished)
+        self.worker = background(run_training, argv, self.run_dir, log, action="Fine-tune", status=self.status,
+                                 yielded=self._plot, finished=self._finished)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.promote_button.enabled = self.pack_button.enabled = False
         self.status.value = f"fine-tuning run {run_name} on {folder}"
@@ -189,6 +191,7 @@ class FineTuneWidget(Container):
         self.axes.clear()
         self.axes.plot([e for e, _ in losses], [v for _, v in losses], marker="o")
         self.axes.set_xlabel("epoch")
+        self.axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         self.axes.set_ylabel("training loss")
         self.canvas.draw_idle()
 

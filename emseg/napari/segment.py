@@ -17,10 +17,9 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, create_widget
 from qtpy.QtWidgets import QFileDialog
-from superqt.utils import create_worker
 
 from emseg.inference import Predictor, open_predictor
-from emseg.napari.common import CLASS_NAMES, as_stack, full_resolution, report
+from emseg.napari.common import CLASS_NAMES, as_stack, background, full_resolution, report
 
 OUTPUTS = {"probabilities": "probabilities", "class mask": "mask", "cells": "instances"}
 
@@ -71,6 +70,7 @@ class SegmentWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)
         self.extend([self.model, self.choose_folder, self.choose_file, self.tracking_uri, self.image, self.output,
                      self.run_button, self.cancel_button, self.progress, self.status])
         self.choose_folder.changed.connect(lambda: self._choose(QFileDialog.getExistingDirectory(
@@ -82,6 +82,7 @@ class SegmentWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.worker = None
         self.layers: list = []
+        self.source_layer = None
         self.predictor: Predictor | None = None
 
     def _choose(self, path: str) -> None:
@@ -98,12 +99,9 @@ class SegmentWidget(Container):
         self.layers, self.source_layer = [], layer
         data = full_resolution(layer)
         self.progress.max, self.progress.value = as_stack(data).shape[0], 0
-        self.worker = create_worker(predict_stack, self.model.value.strip(), self.tracking_uri.value.strip(), data,
-                                    self.output.value, _start_thread=False,
-                                    _connect={"errored": lambda error: setattr(self.status, "value",
-                                                                                report(error, "Segment"))})
-        self.worker.yielded.connect(self._received)
-        self.worker.finished.connect(self._finished)
+        self.worker = background(predict_stack, self.model.value.strip(), self.tracking_uri.value.strip(), data,
+                                 self.output.value, action="Segment", status=self.status, yielded=self._received,
+                                 finished=self._finished)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"loading {self.model.value.strip()}"
         self.worker.start()
