@@ -13,6 +13,7 @@
     emseg bundle pack bundles/unet [--run-name NAME] [--output DIR]
     emseg bundle verify unet_v0.2.0.zip
     emseg bundle export-bioimageio bundles/unet unet.bioimageio.zip [--image STACK] [--test]
+    emseg runs sync bundles/unet/runs/unet-20261122-101500-0a1b2c3d [...]
 
 Options are spelled with dashes (``--run-name``); config keys given with ``--set KEY=VALUE`` keep their bundle
 spelling (``dataset_dir``). A group's module (and the part of the library it runs) is imported only when that
@@ -40,6 +41,7 @@ GROUPS = {
                                             "write them to the bundle, log to MLflow"),
     "augment": ("emseg.cli.augment", "augmented training data"),
     "bundle": ("emseg.cli.bundle", "render, promote, pack, verify and export bundles"),
+    "runs": ("emseg.cli.runs", "training runs: upload what a run logged while its MLflow server was away"),
 }
 
 

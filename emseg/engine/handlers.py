@@ -10,6 +10,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import ValidationHandler
 
+from emseg.engine.offline import run_id_of, shared_client
 from emseg.engine.runs import RunFolder, weights_record
 from emseg.networks import load_weights_with_digest
 from emseg.visualize import class_overlay_image, with_titles
@@ -68,12 +69,9 @@ class ValidationOverlay:
         grid shows it per epoch."""
         if not (self.tracking_uri and self.run_dir):
             return
-        from mlflow import MlflowClient
-
-
-        run_id = RunFolder(self.run_dir).record().get("mlflow_run_id")
-        if run_id:
-            MlflowClient(self.tracking_uri).log_image(run_id, picture, key="validation_overlay", step=int(epoch))
+        run_id = run_id_of(RunFolder(self.run_dir).record())
+        if run_id:  # the training's client: offline when the server is away
+            shared_client(self.tracking_uri).log_image(run_id, picture, key="validation_overlay", step=int(epoch))
 
     def picture(self, sample: dict) -> np.ndarray:
         """The RGB overlay of one sample (``image``, one-hot ``pred`` and ``label``)."""

@@ -20,9 +20,11 @@ resumes it; a run left RUNNING by a process that is gone is marked KILLED the ne
 
 from __future__ import annotations
 
+import atexit
 import csv
 import datetime
 import hashlib
+import io
 import json
 import logging
 import math
@@ -39,11 +41,12 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from emseg.engine.offline import OFFLINE_DIR, run_id_of, shared_client
 from emseg.engine.paths import running_workflow
 from emseg.engine.registry import register_model
 from emseg.engine.trained import BEST, PROMOTED, RECORD, SIDECAR, weights_record  # noqa: F401 (re-exported)
 from emseg.errors import require_flag
-from emseg.io.files import replace_atomically, sha256, write_text_atomically
+from emseg.io.files import replace_atomically, sha256, write_csv_atomically, write_text_atomically
 from emseg.networks import build_network
 
 logger = logging.getLogger(__name__)
@@ -76,8 +79,12 @@ def now() -> str:
 
 
 def save_atomically(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a reader never sees half a file."""
-    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` to a temporary file beside ``path``, then rename: a reader never sees half a file. The bytes
+    are made in memory first: torch's own file writer reports a full disk as "unexpected pos", Python's as
+    ENOSPC, which :func:`emseg.io.files.replace_atomically` names."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def _process_alive(pid: int | None, host: str | None) -> bool:
@@ -137,7 +144,10 @@ def mark_stale_runs(runs_dir: str | Path, tracking_uri: str | None = None) -> li
         if folder.is_stale():
             record = folder.update(status=KILLED, ended=now(), reason="its process ended without closing the run")
             if tracking_uri and record.get("mlflow_run_id"):
-                _set_mlflow_status(tracking_uri, record["mlflow_run_id"], KILLED)
+                try:
+                    _set_mlflow_status(tracking_uri, record["mlflow_run_id"], KILLED)
+                except Exception as err:  # the folder says KILLED; the store is a copy of it
+                    logger.warning("could not mark run %s KILLED in MLflow: %s", folder.name, err)
             logger.warning("run %s was left RUNNING by a process that is gone: marked KILLED", folder.name)
             marked.append(folder.name)
     return marked
@@ -148,7 +158,6 @@ def _log_best(tracking_uri: str | None, run_id: str | None, metrics: Mapping[str
     what each run was selected by (a metric's column shows its last value: the last epoch's, not the best)."""
     if not (tracking_uri and run_id):
         return
-    import mlflow
     from mlflow.entities import Metric
 
     timestamp, step = int(time.time() * 1000), int(epoch or 0)
@@ -156,15 +165,13 @@ def _log_best(tracking_uri: str | None, run_id: str | None, metrics: Mapping[str
     if epoch is not None:
         values.append(Metric("best_epoch", float(epoch), timestamp, step))
     try:
-        mlflow.MlflowClient(tracking_uri).log_batch(run_id, metrics=values)
+        shared_client(tracking_uri).log_batch(run_id, metrics=values)
     except Exception as err:  # the run folder has the record; the store is a copy of it
         logger.warning("could not log the best validation scores to MLflow run %s: %s", run_id, err)
 
 
 def _set_mlflow_status(tracking_uri: str, run_id: str, status: str) -> None:
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
+    client = shared_client(tracking_uri)
     if status == RUNNING:
         client.update_run(run_id, status=RUNNING)
     else:
@@ -326,8 +333,8 @@ class TrainingRun:
         self._owns_folder = True
         logger.info("run %s: %d epochs, outputs in %s%s", self.folder.name, engine.state.max_epochs, self.folder.path,
                     f", tracked in MLflow at {self.tracking_uri}" if self.tracking_uri else "")
-        if record.get("mlflow_run_id") and self.tracking_uri:
-            _set_mlflow_status(self.tracking_uri, record["mlflow_run_id"], RUNNING)  # the tracker continues it
+        if run_id_of(record) and self.tracking_uri:
+            _set_mlflow_status(self.tracking_uri, run_id_of(record), RUNNING)  # the tracker continues it
         self._last_save = time.monotonic()
         self._attach_late(engine)
 
@@ -373,7 +380,7 @@ class TrainingRun:
             save_atomically(self.best_model.state_dict(), self.folder.file(BEST))
             self.best = {"metric": name, "value": value, "epoch": epoch, "selection": self.selection}
             record = self.folder.update(best=self.best)
-            _log_best(self.tracking_uri, record.get("mlflow_run_id"),
+            _log_best(self.tracking_uri, run_id_of(record),
                       {k: v for k, v in self._epoch_metrics.items() if math.isfinite(v)}, epoch)
             logger.info("%s %s %.4f at epoch %s: saved %s", "new best" if self.selection == "best" else "selected",
                         name, value, epoch, self.folder.file(BEST))
@@ -392,15 +399,14 @@ class TrainingRun:
         path = self.folder.file(METRICS)
         rows = list(csv.DictReader(path.open())) if path.is_file() else []
         rows.append(row)
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv_atomically(path, rows, list(dict.fromkeys(k for r in rows for k in r)))
 
     def _save_last(self, epoch: int) -> None:
         state = {key: obj.state_dict() for key, obj in self.save_dict.items()}
-        save_atomically({**state, "epoch": epoch, "best": self.best}, self.folder.file(LAST))
+        try:
+            save_atomically({**state, "epoch": epoch, "best": self.best}, self.folder.file(LAST))
+        except OSError as err:
+            raise RunError(f"{err}; free space there, then resume with --run_name {self.folder.name}") from err
         self._last_save = time.monotonic()
 
     def _keep_unscored(self, epoch: int) -> None:
@@ -420,19 +426,31 @@ class TrainingRun:
         or it is finished) is left as it was."""
         if not self._owns_folder:
             return
-        if isinstance(error, KeyboardInterrupt):
-            self._save_last(engine.state.epoch - 1 if engine.state.iteration % engine.state.epoch_length else
-                            engine.state.epoch)
-            self.folder.update(status=KILLED, ended=now(), reason=str(error) or "interrupted")
-            logger.warning("run %s stopped: checkpoint saved, resume with --run_name %s", self.folder.name,
-                           self.folder.name)
-        else:
-            self.folder.update(status=FAILED, ended=now(), reason=f"{type(error).__name__}: {error}")
+        try:
+            if isinstance(error, KeyboardInterrupt):
+                self._save_last(engine.state.epoch - 1 if engine.state.iteration % engine.state.epoch_length else
+                                engine.state.epoch)
+                self.folder.update(status=KILLED, ended=now(), reason=str(error) or "interrupted")
+                logger.warning("run %s stopped: checkpoint saved, resume with --run_name %s", self.folder.name,
+                               self.folder.name)
+            else:
+                self.folder.update(status=FAILED, ended=now(), reason=f"{type(error).__name__}: {error}")
+        except OSError as write_error:  # a full disk: the error that stopped the run is the one to report
+            logger.warning("run %s: could not record how it ended (%s); its last checkpoint is as it was",
+                           self.folder.name, write_error)
 
     def _completed(self, engine: Engine) -> None:
         if self.selection == "last" and not self.best and _finite_weights(self.best_model):
             self._keep_unscored(engine.state.epoch)
         record = self.folder.update(status=FINISHED, ended=now(), epochs_done=engine.state.epoch)
+        self._promote(record)
+        if record.get("mlflow_pending"):  # the last line (after Ignite's own): what to do about it
+            atexit.register(logger.warning, "run %s finished, but the MLflow server %s was unreachable from %s on: "
+                            "what it logged since is in %s; upload it with: emseg runs sync %s", self.folder.name,
+                            self.tracking_uri, record["mlflow_pending"].get("since"), self.folder.file(OFFLINE_DIR),
+                            self.folder.path)
+
+    def _promote(self, record: dict) -> None:
         if self.models_dir is None:
             return
         if not self.best:
@@ -452,6 +470,10 @@ def _register(record: Mapping, sidecar: Mapping, weights: Path, models_dir: Path
     """Register the promoted weights in MLflow (:func:`emseg.engine.registry.register_model`); a registry that
     cannot be reached leaves the promotion done and says so."""
 
+    if record.get("mlflow_pending"):
+        logger.warning("promoted, but not registered in MLflow: the server was unreachable; 'emseg runs sync %s' "
+                       "uploads the run and registers its model", weights.parent)
+        return {}
     try:
         # the bundle the run trained; the models folder's parent only for records from before it was kept
         return register_model({**record, **sidecar}, weights, record.get("bundle") or models_dir.parent.name)

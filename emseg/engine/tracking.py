@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -27,10 +28,11 @@ from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 from monai.utils import path_to_sqlite_uri
 
+from emseg.engine.offline import OFFLINE_DIR, shared_client, unreachable
 from emseg.engine.paths import running_workflow
 from emseg.engine.registry import emseg_version
-from emseg.engine.runs import RunFolder, interrupt_on_sigterm
-from emseg.engine.trained import TrainedModel, parent_params
+from emseg.engine.runs import RunError, RunFolder, interrupt_on_sigterm, now, promote
+from emseg.engine.trained import SIDECAR, TrainedModel, parent_params
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +205,11 @@ class MLflowTracker(MLFlowHandler):
         if tracking_uri:
             prepare_store(tracking_uri)
         super().__init__(*args, **kwargs)
+        # one client per store in the process, which continues in the run folder when the server is away
+        self.client = shared_client(self.client.tracking_uri)
+        if run_dir:
+            self.client.offline_into(run_dir, self.experiment_name, self.run_name, self._went_offline)
+            self.client.same_run(RunFolder(run_dir).record().get("mlflow_run_id"))
         self.config_path, self.run_dir = config_path, run_dir
         self.parent_run_id, self.parent_prefix = parent_run_id, parent_prefix
         self.datasets, self.tags = list(datasets), dict(tags or {})
@@ -220,13 +227,17 @@ class MLflowTracker(MLFlowHandler):
     def start(self, engine: Engine) -> None:
         super().start(engine)
         run_id = self.cur_run.info.run_id
+        if not self.client.offline:
+            self.client.same_run(run_id, self.cur_run.info.experiment_id)
         if self.experiment is not None and self.experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             experiment_id = self.experiment.experiment_id
             _once_at_a_time(lambda: self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND),
                             lambda: self.client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG)
                             == EXPERIMENT_KIND)
-        if self.run_dir:
+        if self.run_dir and not self.client.offline:
             RunFolder(self.run_dir).update(mlflow_run_id=run_id, tracking_uri=self.client.tracking_uri)
+        elif self.run_dir:
+            RunFolder(self.run_dir).update(tracking_uri=self.client.tracking_uri)
         if self.parent_run_id and not self._parent_in_store():
             logger.warning("the training run %s is not in the MLflow store %s (the weights were trained elsewhere); "
                            "this run's scores are logged to this run only", self.parent_run_id, self.client.tracking_uri)
@@ -287,6 +298,20 @@ class MLflowTracker(MLFlowHandler):
     def close(self) -> None:
         self._flush()
         super().close()
+        if self.run_dir and RunFolder(self.run_dir).record().get("mlflow_pending"):
+            try:  # the server may be back: catch it up now
+                sync_run(self.run_dir, promoted=False)
+            except Exception as err:
+                if not unreachable(err):
+                    raise
+                logger.warning("MLflow server %s still unreachable at the end of run %s", self.client.tracking_uri,
+                               self.run_name)
+
+    def _went_offline(self, uri: str, local_run_id: str, reason: str) -> None:
+        folder = RunFolder(self.run_dir)
+        pending = folder.record().get("mlflow_pending") or {}
+        folder.update(mlflow_pending={"store": uri, "run_id": local_run_id, "since": pending.get("since", now()),
+                                      "reason": reason})
 
     def _log_params(self, params: dict[str, Any]) -> None:
         # MLflow limits a param value to 500 characters; the whole config is an artifact.
@@ -328,6 +353,104 @@ class MLflowTracker(MLFlowHandler):
             status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
             try:
                 self.client.set_terminated(self.cur_run.info.run_id, RunStatus.to_string(status))
+            except Exception as status_error:  # e.g. a full disk under a local store: report the training's error
+                logger.warning("could not mark MLflow run %s %s: %s", self.cur_run.info.run_id,
+                               RunStatus.to_string(status), status_error)
             finally:
                 self.cur_run = None
         raise error
+
+
+def _artifact_files(artifact_uri: str) -> dict[str, Path]:
+    """The files under a local artifact root (``file://`` URI): their artifact path -> file."""
+    from urllib.parse import unquote, urlparse
+
+    root = Path(unquote(urlparse(artifact_uri).path)) if artifact_uri.startswith("file:") else Path(artifact_uri)
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
+
+
+def _remote_artifacts(client, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for info in client.list_artifacts(run_id, path):
+        found |= _remote_artifacts(client, run_id, info.path) if info.is_dir else {info.path}
+    return found
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def sync_run(run_dir: str | Path, promoted: bool = True) -> dict:
+    """Upload what the run in ``run_dir`` logged to its offline store (:mod:`emseg.engine.offline`) while the
+    tracking server was away, into the server's run (created, with the run's name, if the server never saw it):
+    params, tags, every metric value not there yet (so a second sync adds nothing), data set inputs, artifacts and
+    the final status. Then (``promoted``) register the run's model if the bundle promoted it while the server was
+    away. Returns counts of what was uploaded; the run record then names the server's run and no pending store."""
+    import mlflow
+    from mlflow.entities import Param, RunTag
+
+    folder = RunFolder(run_dir)
+    record = folder.record()
+    if not record:
+        raise RunError(f"{folder.path}: no run record ({folder.file('run.json').name}); give a run folder, "
+                       f"bundles/<name>/runs/<run_name>")
+    pending, uri = record.get("mlflow_pending"), record.get("tracking_uri")
+    counts = {"metrics": 0, "params": 0, "tags": 0, "inputs": 0, "artifacts": 0}
+    if pending:
+        local = mlflow.MlflowClient(pending["store"])
+        run = local.get_run(pending["run_id"])
+        remote = mlflow.MlflowClient(uri)
+        run_id = record.get("mlflow_run_id") or _server_run(remote, local, run)
+        folder.update(mlflow_run_id=run_id)  # an interrupted sync continues this run
+        target = remote.get_run(run_id)
+        params = [Param(k, v) for k, v in run.data.params.items() if k not in target.data.params]
+        tags = [RunTag(k, v) for k, v in run.data.tags.items()
+                if k != "mlflow.runName" and target.data.tags.get(k) != v]
+        metrics = []
+        for key in run.data.metrics:
+            there = {(m.step, m.timestamp, m.value) for m in remote.get_metric_history(run_id, key)}
+            metrics += [m for m in local.get_metric_history(run.info.run_id, key)
+                        if (m.step, m.timestamp, m.value) not in there]
+        for part in _chunks(params, 100):
+            remote.log_batch(run_id, params=part)
+        for part in _chunks(tags, 100):
+            remote.log_batch(run_id, tags=part)
+        for part in _chunks(metrics, 1000):
+            remote.log_batch(run_id, metrics=part)
+        logged = {(d.dataset.name, d.dataset.digest) for d in target.inputs.dataset_inputs}
+        inputs = [d for d in run.inputs.dataset_inputs if (d.dataset.name, d.dataset.digest) not in logged]
+        if inputs:
+            remote.log_inputs(run_id, datasets=inputs)
+        there = _remote_artifacts(remote, run_id)
+        artifacts = {path: file for path, file in _artifact_files(run.info.artifact_uri).items() if path not in there}
+        for path, file in artifacts.items():
+            parent = str(Path(path).parent)
+            remote.log_artifact(run_id, str(file), None if parent == "." else parent)
+        if run.info.status != "RUNNING":
+            remote.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
+        counts = {"metrics": len(metrics), "params": len(params), "tags": len(tags), "inputs": len(inputs),
+                  "artifacts": len(artifacts)}
+        record = folder.update(mlflow_pending=None, mlflow_synced={"at": now(), **counts})
+        if run.info.status != "RUNNING":  # everything is on the server now; the run may go on offline again
+            shutil.rmtree(folder.file(OFFLINE_DIR), ignore_errors=True)
+        logger.info("run %s uploaded to MLflow run %s at %s: %s", folder.name, run_id, uri,
+                    ", ".join(f"{v} {k}" for k, v in counts.items()))
+    sidecar_path = folder.path.parent.parent / "models" / SIDECAR
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    if promoted and sidecar.get("run_name") == folder.name and not sidecar.get("model_version"):
+        promote(folder.path, sidecar_path.parent, record, register=True)
+        counts["registered"] = json.loads(sidecar_path.read_text()).get("model_version")
+    return counts
+
+
+def _server_run(remote, local, run) -> str:
+    """The server's run named as ``run`` (of ``local``'s store) in the experiment of the same name, created if
+    missing."""
+    name = local.get_experiment(run.info.experiment_id).name
+    experiment = remote.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else remote.create_experiment(name)
+    found = remote.search_runs([experiment_id], f"attributes.run_name = '{run.info.run_name}'")
+    if found:
+        return found[0].info.run_id
+    return remote.create_run(experiment_id, start_time=run.info.start_time, run_name=run.info.run_name).info.run_id

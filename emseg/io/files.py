@@ -1,5 +1,6 @@
 """Files: atomic replacement (write beside the target, then rename, so a reader sees the old file or the new one,
-never half of one, and a failed write leaves the old file as it was) and content digests."""
+never half of one, and a failed write leaves the old file as it was and says which file and why) and content
+digests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from emseg.io.safety import describe_write_error
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -19,6 +22,9 @@ def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a read-only one ...: name the file and the cause
+        Path(tmp).unlink(missing_ok=True)
+        raise describe_write_error(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -4,6 +4,7 @@ their registered model versions arrive."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -15,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import config, copy_bundles, overrides
+from conftest import config, copy_bundles, overrides, tiny_training
 
 pytestmark = pytest.mark.slow
 
@@ -72,39 +73,59 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
+class MlflowServer:
+    """``mlflow server`` on the PostgreSQL store at a fixed port, artifacts proxied into a shared folder; it can be
+    stopped and started again (a restart of the lab's server)."""
+
+    def __init__(self, backend: str, artifacts: Path, log: Path) -> None:
+        self.backend, self.artifacts, self.log_path = backend, artifacts, log
+        self.port = _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> None:
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
+                 "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
+                 "--workers", "2"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not self.healthy():
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log_path.read_text()[-3000:]
+            time.sleep(0.5)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            self.process.wait(timeout=60)
+        while self.healthy():  # until the port answers no more
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def tracking_server(postgres, tmp_path_factory):
     """``mlflow server`` on the PostgreSQL store, artifacts proxied into a shared folder."""
     artifacts = tmp_path_factory.mktemp("shared-artifacts")
-    port = _free_port()
-    log = open(artifacts.parent / "mlflow-server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
-                               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "2"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(postgres, artifacts, artifacts.parent / "mlflow-server.log")
+    server.start()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (artifacts.parent / "mlflow-server.log").read_text()
-            time.sleep(1)
-        yield uri, artifacts
+        yield server
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, 15)
-        server.wait(timeout=60)
-        log.close()
+        server.stop()
 
 
 def test_two_trainings_at_once_against_a_shared_server(tracking_server, tmp_path, isbi_dir):
     import mlflow
 
-    uri, artifacts = tracking_server
+    uri, artifacts = tracking_server.uri, tracking_server.artifacts
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     projects = [copy_bundles(tmp_path / f"lab{i}", ["unet"]) for i in (1, 2)]
     tiny = overrides(dataset_dir=str(isbi_dir), download="False", epochs="1", epoch_length="2", val_interval="1",
@@ -119,8 +140,6 @@ def test_two_trainings_at_once_against_a_shared_server(tracking_server, tmp_path
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("emseg-unet")
     found = {r.info.run_name: r for r in client.search_runs(experiment.experiment_id)}
-    import json
-
     sidecars = [json.loads((p / "bundles" / "unet" / "models" / "model.json").read_text()) for p in projects]
     assert {s["run_name"] for s in sidecars} <= set(found) and len({s["run_name"] for s in sidecars}) == 2
     for sidecar in sidecars:
@@ -131,3 +150,126 @@ def test_two_trainings_at_once_against_a_shared_server(tracking_server, tmp_path
         assert version.run_id == run.info.run_id
     assert sorted(int(s["model_version"]) for s in sidecars) == [1, 2]
     assert any(artifacts.rglob("model_best.pt"))  # the artifacts are in the shared root, proxied by the server
+
+
+class Training:
+    """A tiny training of the U-Net bundle in ``project`` against ``uri``, its output gathered line by line."""
+
+    def __init__(self, project: Path, uri: str, isbi_dir: Path, epochs: int, run_name: str, **values) -> None:
+        import threading
+
+        self.project, self.run_dir = project, project / "bundles" / "unet" / "runs" / run_name
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        args = tiny_training(dataset_dir=isbi_dir, epochs=epochs, epoch_length=2, register_model="True", **values)
+        self.process = subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                                         config(project, "unet", "train.json"), *args, "--run_name", run_name],
+                                        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self.reader.start()
+
+    def epochs_done(self) -> int:
+        metrics = self.run_dir / "metrics.csv"
+        return len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
+
+    def wait_for(self, condition, what: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, f"the training ended before {what}:\n" + "".join(self.lines[-40:])
+            assert time.monotonic() < deadline, f"no {what} in {timeout} s:\n" + "".join(self.lines[-40:])
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = 900) -> str:
+        self.process.wait(timeout=timeout)
+        self.reader.join(timeout=60)
+        output = "".join(self.lines)
+        assert self.process.returncode == 0, output[-5000:]
+        return output
+
+
+def _waited(output: str) -> float:
+    """Seconds the training waited on the unreachable server before going on offline (from its log)."""
+    import re
+
+    found = re.findall(r"unreachable \(waited ([0-9.]+) s", output)
+    assert len(found) == 1, output[-5000:]
+    return float(found[0])
+
+
+def _complete_in_mlflow(uri: str, run_dir: Path, epochs: int) -> None:
+    """The server's run of ``run_dir`` is FINISHED with each epoch's metrics exactly once and the run's files."""
+    import mlflow
+
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "FINISHED" and not record.get("mlflow_pending"), record
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(record["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert sorted(steps) == list(range(1, epochs + 1)), steps
+    for key in run.data.metrics:
+        history = [(m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(history) == len(set(history)), f"{key} logged twice: {history}"
+    assert {"config.json", "model_best.pt", "metrics.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert len(run.inputs.dataset_inputs) == 2 and run.data.params["epochs"] == str(epochs)
+
+
+def test_a_training_outlives_its_server_going_away_and_catches_it_up(tracking_server, tmp_path, isbi_dir):
+    """The server stops after the second epoch: the training goes on into its run folder's store without waiting
+    more than LONGEST_WAIT, and when the server is back by its end it uploads what the server missed."""
+    from emseg.engine.offline import LONGEST_WAIT
+
+    project = copy_bundles(tmp_path / "lab", ["unet"])
+    epochs = 40
+    training = Training(project, tracking_server.uri, isbi_dir, epochs, "outage", val_interval=10)
+    try:
+        training.wait_for(lambda: training.epochs_done() >= 2, "second epoch")
+        tracking_server.stop()
+        training.wait_for(lambda: (training.run_dir / "mlflow-offline" / "mlflow.db").is_file(), "offline store")
+        assert training.epochs_done() < epochs - 5, "the training was too short to restart the server within it"
+    finally:
+        tracking_server.start()
+    output = training.finish()
+    assert _waited(output) <= LONGEST_WAIT
+    assert "emseg runs sync" not in output.splitlines()[-1]
+    _complete_in_mlflow(tracking_server.uri, training.run_dir, epochs)
+    assert not (training.run_dir / "mlflow-offline").exists()  # uploaded, so removed
+    sidecar = json.loads((project / "bundles" / "unet" / "models" / "model.json").read_text())
+    assert sidecar["run_name"] == "outage" and sidecar["model_version"]  # registered once the server was back
+
+
+def test_a_training_started_without_its_server_ends_with_the_command_that_uploads_it(tracking_server, tmp_path,
+                                                                                     isbi_dir):
+    """No server at the start nor at the end: the training finishes with its folder complete, the last line names
+    ``emseg runs sync RUN_DIR``; that command then uploads the run once (a second time adds nothing) and registers
+    the promoted model."""
+    from emseg.engine.offline import LONGEST_WAIT
+
+    project = copy_bundles(tmp_path / "lab", ["unet"])
+    epochs = 3
+    tracking_server.stop()
+    try:
+        training = Training(project, tracking_server.uri, isbi_dir, epochs, "offline")
+        output = training.finish()
+    finally:
+        tracking_server.start()
+    assert _waited(output) <= LONGEST_WAIT
+    last = output.strip().splitlines()[-1]
+    assert f"emseg runs sync {training.run_dir}" in last, output[-3000:]
+    record = json.loads((training.run_dir / "run.json").read_text())
+    assert record["status"] == "FINISHED" and record["mlflow_pending"] and not record.get("mlflow_run_id")
+    assert {"checkpoint_last.pt", "model_best.pt", "metrics.csv", "config.json"} <= {
+        p.name for p in training.run_dir.iterdir()}
+    sidecar = json.loads((project / "bundles" / "unet" / "models" / "model.json").read_text())
+    assert sidecar["run_name"] == "offline" and not sidecar.get("model_version")
+
+    sync = [sys.executable, "-m", "emseg.cli", "runs", "sync", str(training.run_dir)]
+    first = subprocess.run(sync, capture_output=True, text=True, timeout=300, cwd=project)
+    assert first.returncode == 0 and "metrics" in first.stdout, first.stdout + first.stderr
+    _complete_in_mlflow(tracking_server.uri, training.run_dir, epochs)
+    sidecar = json.loads((project / "bundles" / "unet" / "models" / "model.json").read_text())
+    assert sidecar["model_version"]
+    second = subprocess.run(sync, capture_output=True, text=True, timeout=300, cwd=project)
+    assert second.returncode == 0 and "nothing to upload" in second.stdout, second.stdout + second.stderr
+    _complete_in_mlflow(tracking_server.uri, training.run_dir, epochs)
