@@ -3,6 +3,7 @@ ImageJ or emseg states, and ImageJ hyperstacks written as the slices come (Fiji 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import warnings
@@ -136,6 +137,20 @@ def tiff_spacing(path: str | Path) -> tuple[float, float, float] | None:
     return (z * scale, scale / resolution[1], scale / resolution[0])
 
 
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of the (sparse) file at ``path`` now. A memory-mapped page written where the disk
+    has no block left kills the process with SIGBUS, without a message and with the partial file left behind; a
+    full disk is then an ENOSPC error here instead. File systems without ``fallocate`` are left as they are."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+
+
 class TiffStackWriter(StackWriter):
     """An ImageJ hyperstack that Fiji opens with its pixel size: (Z, Y, X), or (Z, C, Y, X) for (C, H, W) slices,
     the y/x pixel size and z spacing in micrometres, a LUT for class maps (``palette``). Written as the slices come
@@ -166,9 +181,11 @@ class TiffStackWriter(StackWriter):
             metadata["LUTs"] = [np.ascontiguousarray(self.palette.T)]
         with warnings.catch_warnings():  # files above 4 GiB are ImageJ's own "truncated" form, which it reads
             warnings.filterwarnings("ignore", "truncating ImageJ file")
-            return tifffile.memmap(partial, shape=(self.expected, *channels, *self.shape), dtype=dtype,
-                                   imagej=imagej, metadata=metadata,
-                                   resolution=(1 / self.spacing[2], 1 / self.spacing[1]))
+            stack = tifffile.memmap(partial, shape=(self.expected, *channels, *self.shape), dtype=dtype,
+                                    imagej=imagej, metadata=metadata,
+                                    resolution=(1 / self.spacing[2], 1 / self.spacing[1]))
+        _reserve(partial)
+        return stack
 
     def _write(self, image: np.ndarray) -> None:
         if self._stack is None:
