@@ -3,9 +3,11 @@
     bundles/<name>/runs/<run_name>/
       run.json            the record: status, process, MLflow run id, epochs done, best score, network, config digest
       config.json         the config as run (command-line overrides included)
-      checkpoint_last.pt  model, optimizer, LR schedule, epoch and best score: written atomically at the end of an
-                          epoch once ``checkpoint_interval`` seconds have passed since the last one, at the end of
-                          the run, and when the run is stopped (SIGTERM, Ctrl-C); resuming starts from it
+      checkpoint_last.pt  model, optimizer, LR schedule, epoch and best score: written atomically at the end of the
+                          last epoch that ends within ``checkpoint_interval`` seconds of the last one (judged by the
+                          longest epoch so far), at the end of the run, and when the run is stopped (SIGTERM,
+                          Ctrl-C); resuming starts from it, so a crash repeats at most ``checkpoint_interval`` of
+                          training (or one epoch, where an epoch takes longer), as the log says at the start
       model_best.pt       the selected weights: those with the best finite key metric of validation, or (selection
                           "last") those of the last validation, at the end of training
       metrics.csv         one row per epoch: training loss and, where validated, the validation scores
@@ -240,6 +242,11 @@ def network_for(weights: str | Path, network_def: Any, network_from: str = "save
     return network
 
 
+def _duration(seconds: float) -> str:
+    """``300 s`` as ``5 min``; short ones in seconds."""
+    return f"{seconds / 60:g} min" if seconds >= 120 else f"{seconds:g} s"
+
+
 def _finite_weights(network: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in network.state_dict().values() if t.is_floating_point())
 
@@ -256,7 +263,8 @@ class TrainingRun:
         validator: the validation evaluator, whose key metric picks ``model_best.pt``.
         models_dir: where a successful run promotes its best model (``bundles/<name>/models``).
         tracking_uri: the MLflow store (to mark stale runs and reopen a resumed one).
-        checkpoint_interval: seconds that must pass between two end-of-epoch checkpoints (0: every epoch).
+        checkpoint_interval: the most training a crash may repeat, in seconds: a checkpoint is written at the end
+            of the last epoch before that much time has passed since the last one (0: every epoch).
         network_section: the config key of the network definition; it is recorded resolved (every reference
             replaced by its value), so the weights can be used without the config.
         extra: more fields for the record (data set, split, ...).
@@ -292,6 +300,8 @@ class TrainingRun:
                       "config_digest": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()}
         self.best: dict = {}
         self._last_save = 0.0
+        self._epoch_started: float | None = None
+        self._longest_epoch = 0.0  # seconds, validation included
         self._late_attached = False
         self._epoch_metrics: dict[str, float] = {}
         self._trainer: Engine | None = None
@@ -333,6 +343,9 @@ class TrainingRun:
         self._owns_folder = True
         logger.info("run %s: %d epochs, outputs in %s%s", self.folder.name, engine.state.max_epochs, self.folder.path,
                     f", tracked in MLflow at {self.tracking_uri}" if self.tracking_uri else "")
+        logger.info("run %s: a crash (kill -9, power cut) repeats at most %s of training: checkpoint_interval is "
+                    "%g s, or one epoch where an epoch takes longer; choose with --checkpoint_interval SECONDS (0: "
+                    "every epoch)", self.folder.name, _duration(self.checkpoint_interval), self.checkpoint_interval)
         if run_id_of(record) and self.tracking_uri:
             _set_mlflow_status(self.tracking_uri, run_id_of(record), RUNNING)  # the tracker continues it
         self._last_save = time.monotonic()
@@ -390,7 +403,12 @@ class TrainingRun:
                                                 if isinstance(v, (int, float))}, **self._epoch_metrics}
         self._epoch_metrics = {}
         self._append_metrics(row)
-        due = time.monotonic() - self._last_save >= self.checkpoint_interval
+        ended = time.monotonic()
+        self._longest_epoch = max(self._longest_epoch, ended - (self._epoch_started or self._last_save))
+        self._epoch_started = ended
+        # due when the next epoch would end past the interval: a crash then repeats at most the interval (or, where
+        # one epoch takes longer, that epoch)
+        due = ended - self._last_save + self._longest_epoch > self.checkpoint_interval
         if due or engine.state.epoch == engine.state.max_epochs:
             self._save_last(engine.state.epoch)
         self.folder.update(epochs_done=engine.state.epoch)
