@@ -7,7 +7,8 @@ with a whole slice; the statistics come from a first pass over the chunks), pred
 (test-time augmentation and precision as configured), crops the halo off and writes the block to its place in
 the output, once. A ``done`` array beside the output records finished blocks, so a rerun after a crash computes
 only the missing ones. The output (an OME-Zarr image, see :class:`~emseg.io.zarr_volumes.OmeZarrWriter`) is
-written at ``<output>.part`` and renamed into place when every block is done.
+written at ``<output>.part`` and renamed into place when every block is done. While a job runs, a second job on the
+same output is refused (:class:`~emseg.io.safety.OutputLock`), so blocks are never written by two jobs at once.
 
 The tasks run on a ``dask.distributed`` cluster: a ``LocalCluster`` of ``workers`` processes by default, or an
 existing scheduler (``scheduler="tcp://host:8786"``, e.g. one started by dask-jobqueue on Slurm or PBS). Memory
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from emseg.engine.allocator import ENVIRONMENT
-from emseg.io.safety import OutputError, check_not_an_input
+from emseg.io.safety import OutputError, OutputLock, check_not_an_input
 from emseg.io.source import VolumeError
 from emseg.io.zarr_volumes import create_image, finish_image, zarr_array
 from emseg.networks import final_output
@@ -161,8 +162,6 @@ def segment_blockwise(network: torch.nn.Module, inferer: Callable, input_path: s
         threads_per_worker: torch's threads in each task; None: the CPUs shared out over the local workers (on an
             existing scheduler, the workers' own setting).
     """
-    from dask.distributed import Client, LocalCluster, as_completed
-
     if output not in OUTPUTS:
         raise ValueError(f"block-wise output must be one of {OUTPUTS}, got {output!r}"
                          + ("; make instances from its probability output with `emseg segment`"
@@ -171,6 +170,15 @@ def segment_blockwise(network: torch.nn.Module, inferer: Callable, input_path: s
     if output_path.suffix != ".zarr":
         raise OutputError(f"{output_path}: block-wise output is an OME-Zarr image, a folder named *.zarr")
     check_not_an_input(output_path, [input_path])
+    with OutputLock(output_path):  # a second job on this output is refused: blocks are never written twice at once
+        return _segment_blockwise(network, inferer, input_path, output_path, input_key, output, channel, block, halo,
+                                  spacing, postprocessing, device, scheduler, workers, threads_per_worker)
+
+
+def _segment_blockwise(network, inferer, input_path: Path, output_path: Path, input_key, output, channel, block,
+                       halo, spacing, postprocessing, device, scheduler, workers, threads_per_worker) -> dict:
+    from dask.distributed import Client, LocalCluster, as_completed
+
     if output_path.exists() or output_path.is_symlink():
         raise OutputError(f"{output_path}: exists; choose another output (block-wise output is never replaced)")
     array = _input_array(input_path, input_key)

@@ -5,7 +5,10 @@ only when asked (``overwrite``) and only if it is something emseg writes; write 
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -63,3 +66,53 @@ def describe_write_error(error: BaseException, path: str | Path) -> OutputError:
             pass
     return OutputError(f"{path}: cannot be written: {reason}; nothing was written there, earlier outputs are "
                        f"unchanged")
+
+
+class OutputLock:
+    """One job at a time writes ``output``: an exclusive lock on ``<output>.lock`` (pid, host and start inside, for
+    the message), held from before the output is checked until it is published, then removed. A second job asking
+    for it is refused at once with the first one's pid, so two jobs never interleave their writes. Advisory
+    (``flock``; on file systems or systems without it, no lock)."""
+
+    def __init__(self, output: str | Path) -> None:
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".lock")
+        self._file = None
+
+    def __enter__(self) -> OutputLock:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise describe_write_error(err, self.path) from err
+                raise OutputError(f"{self.output}: {holder} is writing it now; wait for that job to finish, or write "
+                                  f"to another output") from None
+            try:  # the lock file may have been removed by the job that held it: lock the one now at the path
+                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"job {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)
+            self._file.close()  # closing releases the lock
+            self._file = None

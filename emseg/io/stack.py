@@ -1,6 +1,7 @@
 """What every stack writer shares: take one slice at a time, write to ``<name>.part``, publish the output only
 when it is complete (renamed into place), replace an existing output only with ``overwrite`` and only if it is
-what the writer writes, and name the file and the cause of a write error."""
+what the writer writes, let one job at a time write an output (:class:`~emseg.io.safety.OutputLock`), and name the
+file and the cause of a write error."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emseg.io.safety import OutputError, describe_write_error
+from emseg.io.safety import OutputError, OutputLock, describe_write_error
 from emseg.io.source import VolumeError
 
 DTYPES = (np.dtype("float32"), np.dtype("uint8"), np.dtype("uint32"))
@@ -82,14 +83,20 @@ class StackWriter:
         return None if self.path.is_file() else "exists and is not a file; emseg replaces only files it writes"
 
     def __enter__(self) -> StackWriter:
-        self.check_replaceable()
+        self._lock = OutputLock(self.path).__enter__()  # a second job writing this output is refused meanwhile
         try:
+            self.check_replaceable()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open(_partial(self.path))
         except OutputError:
+            self._lock.__exit__(None, None, None)
             raise
         except OSError as err:
+            self._lock.__exit__(None, None, None)
             raise describe_write_error(err, self.path) from err
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -108,6 +115,7 @@ class StackWriter:
                 raise describe_write_error(err, self.path) from err
         finally:
             self._discard(partial)
+            self._lock.__exit__(None, None, None)
 
     def _discard(self, partial: Path) -> None:
         """Remove what this writer left at its ``.part`` path (nothing once published)."""

@@ -124,6 +124,34 @@ def test_a_killed_job_rerun_computes_only_the_missing_blocks(volume, tmp_path):
     np.testing.assert_array_equal(read_volume(output), read_volume(tmp_path / "fresh.zarr"))
 
 
+@pytest.mark.slow
+def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(volume, tmp_path):
+    """Two block-wise jobs writing one output never interleave: the second is refused at once, naming the first
+    job's process, and the first finishes with every block written once."""
+    import subprocess
+    import sys
+    import time
+
+    path, _ = volume
+    (tmp_path / "job.py").write_text(JOB)
+    output = tmp_path / "out.zarr"
+    first = subprocess.Popen([sys.executable, str(tmp_path / "job.py"), str(path), str(output)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    partial, deadline = tmp_path / "out.zarr.part", time.monotonic() + 180
+    while not partial.exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-3000:]
+        time.sleep(0.05)
+    network, inferer, softmax = _model()
+    with pytest.raises(OutputError, match=rf"out.zarr: job {first.pid} on .* is writing it now; wait for that job"):
+        segment_blockwise(network, inferer, path, output, output="mask", block=BLOCK, halo=HALO,
+                          postprocessing=softmax, workers=1)
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
+    assert not partial.exists() and not (tmp_path / "out.zarr.lock").exists()
+    segment_blockwise(network, inferer, path, tmp_path / "alone.zarr", output="mask", block=BLOCK, halo=HALO,
+                      postprocessing=softmax, workers=1)
+    np.testing.assert_array_equal(read_volume(output), read_volume(tmp_path / "alone.zarr"))
+
+
 def test_statistics_are_those_of_whole_slices(volume):
     path, data = volume
     mean, std = slice_statistics(path)
