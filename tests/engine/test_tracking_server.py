@@ -273,3 +273,54 @@ def test_a_training_started_without_its_server_ends_with_the_command_that_upload
     second = subprocess.run(sync, capture_output=True, text=True, timeout=300, cwd=project)
     assert second.returncode == 0 and "nothing to upload" in second.stdout, second.stdout + second.stderr
     _complete_in_mlflow(tracking_server.uri, training.run_dir, epochs)
+
+
+def test_eight_trainings_and_four_evaluations_at_once_against_one_server(tracking_server, tmp_path, isbi_dir,
+                                                                           tiny_unet):
+    """A lab's busy hour on one server: 8 tiny trainings and 4 evaluations at once. Every run FINISHED, every
+    epoch's metrics there exactly once, every promoted model registered once."""
+    import mlflow
+    from conftest import tiny_unet_copy
+
+    uri = tracking_server.uri
+    project = tiny_unet_copy(tiny_unet, tmp_path / "lab")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    client = mlflow.MlflowClient(uri)
+    versions_before = {v.version for v in client.search_model_versions("name='emseg-unet'")}
+    epochs, names = 2, [f"busy-{i}" for i in range(8)]
+    jobs = [[sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+             config(project, "unet", "train.json"), "--run_name", name,
+             *tiny_training(dataset_dir=isbi_dir, epochs=epochs, epoch_length=2, register_model="True")]
+            for name in names]
+    jobs += [[sys.executable, "-m", "monai.bundle", "run", "--config_file",
+              f"['{config(project, 'unet', 'train.json')}','{config(project, 'unet', 'evaluate.json')}']",
+              *overrides(dataset_dir=str(isbi_dir), download="False", amp="False", channels_last="False")]] * 4
+    started = time.monotonic()
+    processes = [subprocess.Popen(job, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for job in jobs]
+    outputs = [process.communicate(timeout=1500)[0] for process in processes]
+    seconds = time.monotonic() - started
+    assert [p.returncode for p in processes] == [0] * 12, "\n".join(o[-2000:] for o in outputs if "error" in o)
+
+    experiment = client.get_experiment_by_name("emseg-unet")
+    runs = {r.info.run_name: r for r in client.search_runs(experiment.experiment_id, max_results=1000)}
+    went_offline = 0
+    for name in names:
+        record = json.loads((project / "bundles" / "unet" / "runs" / name / "run.json").read_text())
+        went_offline += "mlflow_synced" in record
+        run = runs[name]
+        assert run.info.status == "FINISHED" and record["mlflow_run_id"] == run.info.run_id
+        assert not record.get("mlflow_pending")
+        for key in ("train_loss", "val_v_rand", "val_mean_dice"):
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2], (name, key)
+        for key in run.data.metrics:
+            history = [(m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(history) == len(set(history)), (name, key, history)
+    evaluations = [r for r in runs.values() if r.info.run_name.startswith("unet-evaluate")]
+    assert len(evaluations) == 4
+    for run in evaluations:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "test_v_rand")) == 1
+    new = [v for v in client.search_model_versions("name='emseg-unet'") if v.version not in versions_before]
+    assert sorted(v.run_id for v in new) == sorted(runs[name].info.run_id for name in names)
+    print(f"12 jobs in {seconds:.0f} s; {went_offline} of 8 trainings went offline and caught up")
