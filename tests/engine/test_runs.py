@@ -4,6 +4,7 @@ MLflow store; and the run bookkeeping (promotion, stale runs, the saved network)
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -308,3 +309,40 @@ def test_yes_no_settings_given_as_text_are_refused_by_name(tmp_path, isbi_dir):
     with pytest.raises(ValueError, match="lines must be True or False, got 'false'"):
         InstanceParams.from_mapping({"lines": "false"})
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_with_the_default_interval_a_kill_9_repeats_at_most_what_the_log_states(project, cwd, isbi_dir):
+    """The default checkpoint_interval (300 s, not overridden): the log states the cost of a crash at the start; a
+    kill -9 after the first checkpoint repeats at most that much training when the run resumes from it."""
+    name = "default-interval"
+    folder = RunFolder(project / "bundles" / "unet" / "runs" / name)
+    args = tiny(isbi_dir, epochs=100000, val_interval=20, amp="False", channels_last="False")
+    at = args.index("--checkpoint_interval")
+    del args[at:at + 2]  # the bundle's default
+    log = cwd / f"{name}.log"  # a file, not a pipe: minutes of log lines would fill a pipe nobody reads meanwhile
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                                    config(project, "unet", "train.json"), *args, "--run_name", name], cwd=cwd, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 900
+    while not folder.file("checkpoint_last.pt").is_file():
+        assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    time.sleep(20)  # training goes on past the checkpoint
+    saved = folder.file("checkpoint_last.pt").stat().st_mtime
+    done = folder.record()["epochs_done"]
+    process.kill()
+    killed = time.time()
+    process.wait(timeout=60)
+    output = log.read_text()
+    assert "a crash (kill -9, power cut) repeats at most 5 min of training" in output
+    checkpoint_epoch = torch.load(folder.file("checkpoint_last.pt"), weights_only=True)["epoch"]
+    started = datetime.datetime.fromisoformat(folder.record()["started"]).timestamp()  # training, not imports
+    assert saved - started <= 300 + 1 and 1 <= checkpoint_epoch < done  # the first checkpoint: by the interval
+    assert killed - saved <= 300  # what the kill cost in time, from the checkpoint the run resumes from
+    resume(project, cwd, isbi_dir, name, epochs=done + 1, val_interval=20)
+    record = folder.record()
+    assert record["status"] == FINISHED and record["resumed"][-1]["epoch"] == checkpoint_epoch
+    assert sorted(set(epochs_in_metrics(folder))) == list(range(1, done + 2))
