@@ -28,7 +28,7 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             image = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
         raise VolumeError(f"{path}: not a readable image file ({err})") from err
     if image.ndim == 3:
         image = grey_from_channels(image, path)

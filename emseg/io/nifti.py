@@ -18,14 +18,23 @@ def _open_nifti(path: Path, key: str | None) -> SliceSource:
     import nibabel as nib
 
     try:
-        proxy = nib.load(str(path)).dataobj
+        image = nib.load(str(path))
+        proxy, itemsize, offset = image.dataobj, image.header.get_data_dtype().itemsize, image.header.get_data_offset()
         shape = proxy.shape
     except Exception as err:  # nibabel raises ImageFileError, EOFError, ...
         raise VolumeError(f"{path}: not a readable NIfTI file ({err})") from err
+    _check_stored(path, shape, itemsize, offset)
+
+    def read_all() -> np.ndarray:
+        try:
+            return np.asarray(proxy).T
+        except Exception as err:  # a truncated file fails here
+            raise VolumeError(f"{path}: the image cannot be read ({err})") from err
+
     if len(shape) == 4 and shape[-1] == 1:
         shape = shape[:3]
     if len(shape) == 2:
-        return SliceSource(path, 1, (shape[1], shape[0]), lambda i: np.asarray(proxy).T)
+        return SliceSource(path, 1, (shape[1], shape[0]), lambda i: read_all(), itemsize=itemsize)
     if len(shape) != 3:
         raise VolumeError(f"{path}: expected a 3-D NIfTI volume, got shape {proxy.shape}")
 
@@ -36,7 +45,18 @@ def _open_nifti(path: Path, key: str | None) -> SliceSource:
             raise VolumeError(f"{path}: slice {index} cannot be read ({err})") from err
         return np.asarray(slab).T
 
-    return SliceSource(path, shape[2], (shape[1], shape[0]), read)
+    return SliceSource(path, shape[2], (shape[1], shape[0]), read, itemsize=itemsize)
+
+
+def _check_stored(path: Path, shape: tuple[int, ...], itemsize: int, offset: int) -> None:
+    """Refuse, before anything is allocated, a header whose size the file cannot hold: an uncompressed ``.nii``
+    must hold every byte it states, a ``.nii.gz`` at most 1032 times its size (deflate's limit)."""
+    need, size = offset + int(np.prod(shape, dtype=object)) * itemsize, path.stat().st_size
+    most = size * 1032 + 1024 if path.name.lower().endswith(".gz") else size
+    if need > most:
+        raise VolumeError(f"{path}: the header states {' x '.join(map(str, shape))} voxels ({need:,} bytes) but the "
+                          f"file holds {size:,} bytes{' compressed' if most != size else ''}: it is truncated or its "
+                          f"header is damaged; copy it again from its source")
 
 
 class NiftiWriter(StackWriter):

@@ -11,7 +11,7 @@ import numpy as np
 
 from emseg.io.formats import FORMATS, format_of
 from emseg.io.images import open_folder
-from emseg.io.source import SliceSource, VolumeError
+from emseg.io.source import SliceSource, VolumeError, check_fits
 from emseg.io.zarr_volumes import ZARR_SUFFIX, is_zarr_store
 
 
@@ -26,8 +26,10 @@ def open_slices(path: str | Path, key: str | None = None) -> SliceSource:
 
 
 def read_volume(path: str | Path, key: str | None = None) -> np.ndarray:
-    """The whole volume at ``path`` as a (Z, H, W) array (a 2-D image becomes one slice)."""
+    """The whole volume at ``path`` as a (Z, H, W) array (a 2-D image becomes one slice); one larger than memory is
+    refused before it is read."""
     with open_slices(path, key) as source:
+        check_fits(source.path, len(source), source.shape, source.itemsize)
         return np.stack(list(source))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,26 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits(path: Path, count: int, shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse, before anything is allocated, ``count`` slices of ``shape`` that need more than this machine's
+    memory: a damaged header's size, or a volume to read block-wise (zarr) instead of whole."""
+    need, memory = count * int(np.prod(shape, dtype=object)) * itemsize, physical_memory()
+    if memory and need > memory:
+        what = "one slice" if count == 1 else f"{count} slices"
+        raise VolumeError(f"{path}: {what} of {' x '.join(map(str, shape))} pixels ({itemsize} bytes each) need "
+                          f"{need / 2**30:,.0f} GiB, more than this machine's {memory / 2**30:.0f} GiB of memory: the "
+                          f"file's header is damaged, or the volume is too large to read whole (convert it with "
+                          f"emseg data to-zarr and segment it block-wise)")
+
+
 def suffix(path: Path) -> str:
     """Lower-case suffix of ``path``, ``.nii.gz`` counted as one."""
     name = path.name.lower()
@@ -29,16 +50,25 @@ class SliceSource:
 
     Every slice is checked as it is read: 2-D, the shape of the first, an integer, float or
     boolean pixel type, the same type as the first slice, no NaN or infinite values. ``describe(index)`` names the file a
-    slice came from in error messages (default: ``path`` and the slice number).
+    slice came from in error messages (default: ``path`` and the slice number). A slice larger than memory (at
+    ``itemsize`` bytes a pixel, as the file states) is refused before any is read.
     """
 
     def __init__(self, path: Path, count: int, shape: tuple[int, int], read: Callable[[int], np.ndarray],
-                 close: Callable[[], None] = lambda: None, describe: Callable[[int], str] | None = None) -> None:
+                 close: Callable[[], None] = lambda: None, describe: Callable[[int], str] | None = None,
+                 itemsize: int = 1) -> None:
         self.path, self._count, self.shape, self._read, self._close = path, count, tuple(shape), read, close
         self._describe = describe or (lambda index: f"{path}: slice {index}")
         self.dtype: np.dtype | None = None
+        self.itemsize = int(itemsize)
         if count == 0 or 0 in self.shape:
+            close()
             raise VolumeError(f"{path}: volume is empty ({count} slices of {self.shape})")
+        try:
+            check_fits(path, 1, self.shape, self.itemsize)
+        except VolumeError:
+            close()
+            raise
 
     def __len__(self) -> int:
         return self._count

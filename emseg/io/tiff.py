@@ -69,16 +69,41 @@ def open_tiff(path: Path, key: str | None = None) -> SliceSource:
     def read(index: int) -> np.ndarray:
         try:
             if one_page_per_slice:
+                _check_stored(pages[index], path)
                 image = pages[index].asarray()
             else:
                 if not whole:
+                    for page in pages:
+                        _check_stored(page, path)
                     whole.append(series.asarray().reshape(count, *shape[-plane_dims:]))
                 image = whole[0][index]
+        except VolumeError:
+            raise
         except Exception as err:
             raise VolumeError(f"{path}: slice {index} cannot be read ({err})") from err
         return grey_from_channels(image, path) if samples else image
 
-    return SliceSource(path, count, plane, read, tif.close)
+    itemsize = series.dtype.itemsize * (shape[-1] if samples else 1)
+    return SliceSource(path, count, plane, read, tif.close, itemsize=itemsize)
+
+
+# The most a page's stored bytes can decode to, by TIFF compression: none, PackBits (2 bytes -> 128), LZW (12-bit
+# codes of at most 4096 bytes), deflate (1032:1); other codecs are not bounded here.
+_MOST_DECODED = {1: 1, 32773: 64, 5: 4096 * 8 // 12, 8: 1032, 32946: 1032}
+
+
+def _check_stored(page, path: Path) -> None:
+    """Refuse, before its pixels are allocated, a page whose stated size its stored bytes cannot hold (a damaged
+    ImageWidth/ImageLength or a truncated strip table)."""
+    if page is None:
+        return
+    ratio = _MOST_DECODED.get(int(page.compression))
+    stored = sum(int(n) for n in page.databytecounts)
+    need = int(np.prod(page.shape, dtype=object)) * page.dtype.itemsize
+    if ratio is not None and need > stored * ratio + 1024:
+        raise VolumeError(f"{path}: page {page.index} states {' x '.join(map(str, page.shape))} pixels ({need:,} "
+                          f"bytes) but stores {stored:,} bytes: the header is damaged or the file truncated; copy it "
+                          f"again from its source")
 
 
 class _TiffProblems(logging.Handler):

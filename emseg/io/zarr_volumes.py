@@ -107,16 +107,24 @@ def zarr_array(path: Path, key: str | None):
         raise VolumeError(f"{path}: not a readable zarr store ({err})") from err
     if isinstance(node, zarr.Array):
         return node, None
-    multiscales = _multiscales(dict(node.attrs))
-    if key is None and multiscales:
-        key = multiscales[0]["datasets"][0]["path"]
-    arrays = sorted(name for name, _ in node.arrays())
+    try:
+        multiscales = _multiscales(dict(node.attrs))
+        if key is None and multiscales:
+            key = multiscales[0]["datasets"][0]["path"]
+        arrays = sorted(name for name, _ in node.arrays())
+        found = key is not None and key in node
+    except Exception as err:  # damaged metadata: wrong types, missing entries
+        raise VolumeError(f"{path}: damaged zarr metadata ({type(err).__name__}: {err}); copy it again from its "
+                          f"source") from err
     if key is None and len(arrays) == 1:
-        key = arrays[0]
-    if key is None or key not in node:
+        key, found = arrays[0], True
+    if not found:
         raise VolumeError(f"{path}: give the array key, the store holds {arrays or 'no arrays'}" if key is None
                           else f"{path}: no array '{key}' (available: {', '.join(arrays) or 'none'})")
-    return node[key], multiscales
+    try:
+        return node[key], multiscales
+    except Exception as err:
+        raise VolumeError(f"{path}: array '{key}' cannot be opened ({type(err).__name__}: {err})") from err
 
 
 def open_zarr(path: Path, key: str | None = None) -> SliceSource:
@@ -129,9 +137,17 @@ def open_zarr(path: Path, key: str | None = None) -> SliceSource:
     if len(shape) not in (2, 3):
         raise VolumeError(f"{path}: array of shape {tuple(array.shape)}; expected (Z, Y, X) or (Y, X)")
     lead = (0,) * (array.ndim - len(shape))
+
+    def read(index: int) -> np.ndarray:
+        try:
+            return array[lead] if len(shape) == 2 else array[lead + (index,)]
+        except Exception as err:  # a damaged or truncated chunk fails here
+            raise VolumeError(f"{path}: slice {index} cannot be read ({type(err).__name__}: {err})") from err
+
+    itemsize = np.dtype(array.dtype).itemsize if isinstance(array.dtype, np.dtype) else 1
     if len(shape) == 2:
-        return SliceSource(Path(path), 1, shape, lambda i: array[lead])
-    return SliceSource(Path(path), shape[0], shape[1:], lambda i: array[lead + (i,)])
+        return SliceSource(Path(path), 1, shape, read, itemsize=itemsize)
+    return SliceSource(Path(path), shape[0], shape[1:], read, itemsize=itemsize)
 
 
 def zarr_spacing(path: str | Path) -> tuple[float, ...] | None:

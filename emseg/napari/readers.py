@@ -13,10 +13,11 @@ from pathlib import Path
 
 import dask.array as da
 import h5py
+import numpy as np
 
 from emseg.io import SUFFIXES, VolumeError, list_slice_files, read_volume, volume_spacing
 from emseg.io.source import suffix
-from emseg.io.zarr_volumes import is_zarr_store, zarr_array
+from emseg.io.zarr_volumes import is_zarr_store, open_zarr, zarr_array
 
 LayerData = tuple[object, dict, str]
 
@@ -40,15 +41,26 @@ def _metadata(path: Path, name: str | None = None, ndim: int = 3) -> dict:
 
 
 def _zarr_layers(path: Path) -> list[LayerData]:
+    """The image of a zarr store, lazily: refused at once (naming it) where emseg's reader would refuse it, a slice
+    larger than memory included; dask blocks of about dask's own size, so a store of tiny chunks does not make a
+    graph of millions."""
     array, multiscales = zarr_array(path, None)
+    with open_zarr(path) as source:  # the checks of emseg's reader: shape, a slice that fits in memory
+        if not (isinstance(array.dtype, np.dtype) and (array.dtype.kind in "uif" or array.dtype == bool)):
+            raise VolumeError(f"{path}: unsupported pixel type {array.dtype}")
+        shape = (len(source), *source.shape) if array.ndim > 2 else source.shape
     if not multiscales:
-        data = da.from_zarr(array)
+        data = da.from_zarr(array, chunks="auto").reshape(shape)
         return [(data, _metadata(path, ndim=data.ndim), "image")]
     import zarr
 
-    group = zarr.open(str(path), mode="r")
-    levels = [da.from_zarr(group[level["path"]]) for level in multiscales[0]["datasets"]]
-    levels = [level.reshape(level.shape[-3:]) if level.ndim > 3 else level for level in levels]
+    try:
+        group = zarr.open(str(path), mode="r")
+        levels = [da.from_zarr(group[level["path"]], chunks="auto") for level in multiscales[0]["datasets"]]
+        levels = [level.reshape(level.shape[-3:]) if level.ndim > 3 else level for level in levels]
+    except Exception as err:  # damaged multiscales metadata
+        raise VolumeError(f"{path}: damaged OME-Zarr metadata ({type(err).__name__}: {err}); copy it again from its "
+                          f"source") from err
     return [(levels if len(levels) > 1 else levels[0], {**_metadata(path, ndim=levels[0].ndim),
                                                          "multiscale": len(levels) > 1}, "image")]
 
