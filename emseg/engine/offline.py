@@ -77,14 +77,17 @@ class FallbackClient:
 
         bounded_http()
         self.remote = mlflow.MlflowClient(tracking_uri)
-        self.local = None
         self.folder: Path | None = None
         self.experiment_name = self.run_name = None
+        self.on_offline: Callable[[str, str, str], None] | None = None
+        self.waited = 0.0  # seconds the failing call waited before the switch
+        self._online()
+
+    def _online(self) -> None:
+        self.local = None
         self.remote_runs: set[str] = set()  # the server's ids of the run and of its experiment
         self.remote_experiments: set[str] = set()
         self.ids: dict[str, str] = {}  # offline: those ids -> the offline store's
-        self.on_offline: Callable[[str, str, str], None] | None = None
-        self.waited = 0.0  # seconds the failing call waited before the switch
 
     @property
     def tracking_uri(self) -> str:
@@ -100,6 +103,7 @@ class FallbackClient:
         ``experiment_name``."""
         self.folder = Path(run_dir) / OFFLINE_DIR
         self.experiment_name, self.run_name, self.on_offline = experiment_name, run_name, on_offline
+        self._online()  # a new run tries the server first
 
     def same_run(self, remote_run_id: str | None, remote_experiment_id: str | None = None) -> None:
         """The server's ids of the run and its experiment: offline, calls naming them go to the offline store's
