@@ -63,7 +63,9 @@ def open_tiff(path: Path, key: str | None = None) -> SliceSource:
                           f"damaged; copy it again from its source")
 
     pages = series.pages
-    one_page_per_slice = len(pages) == count and all(p is not None for p in pages)
+    # tifffile writes a slice with an axis of length 1 as a page of another shape (a (1, 2, 1) stack: one 1 x 2 page)
+    one_page_per_slice = len(pages) == count and all(p is not None and tuple(p.shape) == tuple(shape[-plane_dims:])
+                                                     for p in pages)
     whole: list[np.ndarray] = []  # files that keep all slices in one page are read once
 
     def read(index: int) -> np.ndarray:
