@@ -14,6 +14,8 @@ Prints, in this order:
   (e) inference slices/s without and with test-time augmentation, for 512x512 and 2048x2048 slices;
   (f) peak memory after each part (process RSS; on CUDA also the peak allocated on the GPU);
   (g) achieved GFLOP/s of (c) and its ratio to a matmul measured in this run in the same precision;
+  (h) the supply rate: (b) with a network that does nothing (one learnable number as its output), the patches/s
+      the data path and engine can deliver on this machine, beside (c): the smaller of the two bounds (b);
 and the ratios of (b) and (c) to the peer. The last line is all figures as JSON (``--json FILE`` keeps them).
 """
 
@@ -114,14 +116,30 @@ def bundle_config(bundle: Path, name: str, overrides: dict):
     return load_config(bundle / "configs" / name, overrides)
 
 
-def bundle_end_to_end(bundle: Path, overrides: dict, steps: int, tmp: Path) -> float:
-    """(b) patches/s of the bundle's own trainer over ``steps`` iterations after one, validation off."""
+class DoNothing(torch.nn.Module):
+    """A network that computes nothing: its output is one learnable number spread over the logits' shape, so the
+    loss, backward pass and optimizer step cost next to nothing and a training step is the data path and engine."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.value = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(x.shape[0], self.out_channels, *x.shape[2:])
+
+
+def bundle_end_to_end(bundle: Path, overrides: dict, steps: int, tmp: Path, do_nothing: bool = False) -> float:
+    """(b) patches/s of the bundle's own trainer over ``steps`` iterations after one, validation off; (h) the same
+    with :class:`DoNothing` as its network (``do_nothing``)."""
     from ignite.engine import Events
 
     run = {**overrides, "epochs": 2, "epoch_length": steps + 1, "val_start_epoch": 2, "run_name": "benchmark",
            "output_dir": str(tmp / "run"), "ckpt_dir": str(tmp / "models"),
            "tracking_uri": f"sqlite:///{tmp / 'mlruns.db'}"}
     parser = bundle_config(bundle, "train.json", run)
+    if do_nothing:
+        parser["network"] = DoNothing(parser.get_parsed_content("num_classes")).to(parser.get_parsed_content("device"))
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     stamps: list[float] = []
@@ -246,6 +264,12 @@ def main(argv=None) -> dict:
     figures["g_ratio_to_matmul"] = figures["g_achieved_gflops"] / reference
     print(f"(g) {flops / 1e9:.3g} GFLOP per patch (forward + backward): {figures['g_achieved_gflops']:.0f} GFLOP/s "
           f"achieved, {100 * figures['g_ratio_to_matmul']:.0f}% of the matmul rate in the same precision")
+    with tempfile.TemporaryDirectory() as tmp:
+        figures["h_supply_patches_per_s"] = bundle_end_to_end(bundle, overrides, steps * 3, Path(tmp), True)
+    figures["h_supply_to_network"] = figures["h_supply_patches_per_s"] / figures["c_network_patches_per_s"]
+    bound = "the network" if figures["h_supply_to_network"] >= 1 else "the data path and engine"
+    print(f"(h) supply: data path and engine with a network that does nothing: {figures['h_supply_patches_per_s']:.1f} "
+          f"patches/s, {figures['h_supply_to_network']:.1f}x the network's rate (c): training here is bound by {bound}")
     line = json.dumps(figures)
     if opts.json:
         Path(opts.json).write_text(line + "\n")
