@@ -62,10 +62,15 @@ def open_tiff(path: Path, key: str | None = None) -> SliceSource:
         raise VolumeError(f"{path}: declares {declared} slices but only {count} can be read: the file is truncated or "
                           f"damaged; copy it again from its source")
 
-    pages = series.pages
-    # tifffile writes a slice with an axis of length 1 as a page of another shape (a (1, 2, 1) stack: one 1 x 2 page)
-    one_page_per_slice = len(pages) == count and all(p is not None and tuple(p.shape) == tuple(shape[-plane_dims:])
-                                                     for p in pages)
+    try:  # tifffile reads the pages' tags here, and raises TypeError, ValueError ... on damaged ones
+        pages = series.pages
+        # tifffile writes a slice with an axis of length 1 as a page of another shape ((1, 2, 1): one 1 x 2 page)
+        one_page_per_slice = len(pages) == count and all(
+            p is not None and tuple(p.shape) == tuple(shape[-plane_dims:]) for p in pages)
+    except Exception as err:
+        tif.close()
+        raise VolumeError(f"{path}: damaged TIFF page ({err}): the file is truncated or corrupt; copy it again from "
+                          f"its source") from err
     whole: list[np.ndarray] = []  # files that keep all slices in one page are read once
 
     def read(index: int) -> np.ndarray:

@@ -155,9 +155,13 @@ def zarr_spacing(path: str | Path) -> tuple[float, ...] | None:
     _, multiscales = zarr_array(Path(path), None)
     if not multiscales:
         return None
-    transforms = multiscales[0]["datasets"][0].get("coordinateTransformations", [])
-    scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), None)
-    return tuple(float(s) for s in scale[-3:]) if scale else None
+    try:
+        transforms = multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+        scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), None)
+        return tuple(float(s) for s in scale[-3:]) if scale else None
+    except Exception as err:  # damaged multiscales metadata: wrong types, missing entries
+        raise VolumeError(f"{path}: damaged OME-Zarr pixel size ({type(err).__name__}: {err}); copy it again from "
+                          f"its source") from err
 
 
 def write_ome_zarr(source: SliceSource, output: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0),

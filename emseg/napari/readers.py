@@ -71,7 +71,7 @@ def _hdf5_layers(path: Path) -> list[LayerData]:
             keys = []
             handle.visititems(lambda key, node: keys.append(key) if isinstance(node, h5py.Dataset)
                               and node.ndim in (2, 3) else None)
-    except OSError as err:
+    except Exception as err:  # h5py raises OSError, RuntimeError, KeyError ... on a damaged file
         raise VolumeError(f"{path}: not a readable HDF5 file ({err})") from err
     if not keys:
         raise VolumeError(f"{path}: holds no (Z, H, W) or (H, W) dataset to show")
