@@ -84,9 +84,12 @@ class OutputLock:
             import fcntl
         except ImportError:  # Windows
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            handle = open(self.path, "a+")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(self.path, "a+")
+            except OSError as err:  # the output's folder cannot be written: say so of the output
+                raise describe_write_error(err, self.output) from err
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
