@@ -1,5 +1,6 @@
-"""Whole-stack inference: read, predict and write one slice at a time; :class:`Predictor`, any shared model
-(:func:`emseg.engine.trained.open_model`) ready to predict slices held in memory (the napari plugin)."""
+"""Whole-stack inference: read, predict and write one slice at a time, reading ahead and writing behind;
+:class:`Predictor`, any shared model (:func:`emseg.engine.trained.open_model`) ready to predict slices held in
+memory (the napari plugin)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from emseg.engine.trained import TrainedModel, open_model
 from emseg.engine.windows import SliceInferer
 from emseg.errors import require_flag
 from emseg.io import open_slices, output_suffix, stack_writer
+from emseg.io.overlap import WriteBehind, read_ahead
 from emseg.io.safety import check_not_an_input
 from emseg.networks import final_output
 from emseg.segmentation import InstanceParams, InstanceSegmenter
@@ -36,10 +38,12 @@ def predict_slices(
     transform: Callable | None = None,
     postprocessing: Callable | None = None,
     device: str | torch.device = "cpu",
+    total: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the postprocessed network output, float32 (C, H, W), for each (H, W) slice of ``slices``."""
+    """Yield the postprocessed network output, float32 (C, H, W), for each (H, W) slice of ``slices`` (``total``
+    of them, for the progress bar, where ``slices`` has no length)."""
     network.eval()
-    total = len(slices) if hasattr(slices, "__len__") else None
+    total = len(slices) if hasattr(slices, "__len__") else total
     for index, image in enumerate(progress(slices, "inference", total)):
         start = time.perf_counter()
         x = torch.as_tensor(np.asarray(image, dtype=np.float32)[None])
@@ -110,7 +114,8 @@ def segment_stack(
     instances: Mapping | None = None,
 ) -> Path:
     """Segment every slice of ``input_path`` (any format :func:`emseg.io.open_slices` reads),
-    reading, predicting and writing one slice at a time.
+    reading, predicting and writing one slice at a time, the next slices read and the earlier ones written (and made
+    into cells) on threads beside the prediction (:mod:`emseg.io.overlap`).
 
     Args:
         output: ``probability`` (float32 map of ``channel``; for ISBI bundles 1 = interior, the submission
@@ -141,11 +146,18 @@ def segment_stack(
         channels = (stack.enter_context(stack_writer("tiff", probabilities_path, "float32", source.shape, len(source),
                                                      spacing, overwrite))
                     if probabilities_path else None)
-        for result in predict_slices(source, network, inferer, transform, postprocessing, device):
+        behind = stack.enter_context(WriteBehind())  # left first: every write done before the writers publish
+
+        def write(result: np.ndarray) -> None:
             selected = _select(result, output, channel)
             main.write(segmenter(selected) if segmenter is not None else selected)
             if channels is not None:
                 channels.write(result)
+
+        results = stack.enter_context(contextlib.closing(  # closed first: the reading thread ends before the source
+            predict_slices(read_ahead(source), network, inferer, transform, postprocessing, device, len(source))))
+        for result in results:
+            behind.submit(write, result)
     logger.info("wrote %s (%d slices, %s)%s", output_path, len(source), output,
                 f" and {probabilities_path} (per-class probabilities)" if probabilities_path else "")
     return Path(output_path)

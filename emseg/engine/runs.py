@@ -57,6 +57,9 @@ CONFIG, LAST, METRICS = "config.json", "checkpoint_last.pt", "metrics.csv"
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
 
+LOSS_READBACK = 32  # iterations whose losses are read back from the device together (no wait every iteration)
+
+
 class RunError(RuntimeError):
     """A run that cannot start or be used as asked; the message names the run folder and the fix."""
 
@@ -303,6 +306,7 @@ class TrainingRun:
         self._epoch_started: float | None = None
         self._longest_epoch = 0.0  # seconds, validation included
         self._late_attached = False
+        self._losses: list[tuple[int, torch.Tensor]] = []  # (iteration, loss) not read back yet
         self._epoch_metrics: dict[str, float] = {}
         self._trainer: Engine | None = None
         self._owns_folder = False  # set once this process has taken the run over: only then does it write there
@@ -311,6 +315,7 @@ class TrainingRun:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._check_loss)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._read_losses)  # first: before validation, checkpoint
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._exception)
         if self.validator is not None:
             self.validator.add_event_handler(Events.COMPLETED, self._validated)
@@ -368,13 +373,28 @@ class TrainingRun:
 
     # --- during training ----------------------------------------------------------------------------------
     def _check_loss(self, engine: Engine) -> None:
+        """Keep the iteration's loss as it is (a tensor on the device); every :data:`LOSS_READBACK` iterations and
+        at the end of each epoch (before validation and the checkpoint) they are read back at once and checked."""
         from monai.handlers import from_engine
 
         loss = from_engine(["loss"], first=True)(engine.state.output)
-        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"{self.folder.path}: training loss is {value} at epoch {engine.state.epoch}, "
-                                     f"iteration {engine.state.iteration}; nothing was saved from this point. Lower "
+        loss = loss.detach().reshape(()).float() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+        self._losses.append((engine.state.iteration, loss))
+        if len(self._losses) >= LOSS_READBACK:
+            self._read_losses(engine)
+
+    def _read_losses(self, engine: Engine) -> None:
+        losses, self._losses = self._losses, []
+        if not losses:
+            return
+        values = torch.stack([loss.to(losses[0][1].device) for _, loss in losses]).cpu()  # one transfer
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            first = int(bad[0])
+            iteration = losses[first][0]
+            epoch = (iteration - 1) // engine.state.epoch_length + 1
+            raise NonFiniteLossError(f"{self.folder.path}: training loss is {float(values[first])} at epoch {epoch}, "
+                                     f"iteration {iteration}; nothing was saved from this point. Lower "
                                      f"learning_rate, or check the training images for NaN or infinite values")
 
     def _validated(self, validator: Engine) -> None:
@@ -446,6 +466,11 @@ class TrainingRun:
             return
         try:
             if isinstance(error, KeyboardInterrupt):
+                try:
+                    self._read_losses(engine)  # weights after a non-finite loss are not worth a checkpoint
+                except NonFiniteLossError as nonfinite:
+                    self.folder.update(status=FAILED, ended=now(), reason=f"{type(nonfinite).__name__}: {nonfinite}")
+                    return
                 self._save_last(engine.state.epoch - 1 if engine.state.iteration % engine.state.epoch_length else
                                 engine.state.epoch)
                 self.folder.update(status=KILLED, ended=now(), reason=str(error) or "interrupted")

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import config, copy_bundles, monai_bundle, overrides
+from ignite.engine import Events
 
 from emseg.engine.runs import (
+    FAILED,
     FINISHED,
     KILLED,
     RUNNING,
@@ -346,3 +348,29 @@ def test_with_the_default_interval_a_kill_9_repeats_at_most_what_the_log_states(
     record = folder.record()
     assert record["status"] == FINISHED and record["resumed"][-1]["epoch"] == checkpoint_epoch
     assert sorted(set(epochs_in_metrics(folder))) == list(range(1, done + 2))
+
+
+def test_losses_are_read_back_together_and_a_non_finite_one_is_named_by_its_iteration(tmp_path):
+    """The loss of each iteration stays on its device until LOSS_READBACK of them (or the epoch's end) are read
+    back at once; the first non-finite one fails the run, named by its epoch and iteration."""
+    from ignite.engine import Engine
+
+    from emseg.engine.runs import LOSS_READBACK, NonFiniteLossError, TrainingRun
+
+    losses = [1.0] * 100
+    losses[44] = float("nan")  # iteration 45, in the second read-back batch
+    checked = []
+    engine = Engine(lambda e, batch: [{"loss": torch.tensor(losses[e.state.iteration - 1])}])
+    run = TrainingRun(str(tmp_path / "run"), {"model": torch.nn.Linear(1, 1)}, checkpoint_interval=0)
+    run.attach(engine)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: checked.append(len(run._losses)))
+
+    def reraise(engine, error):  # as the MLflow tracker and StatsHandler after TrainingRun do in a bundle
+        raise error
+
+    engine.add_event_handler(Events.EXCEPTION_RAISED, reraise)
+    with pytest.raises(NonFiniteLossError, match=r"training loss is nan at epoch 2, iteration 45;"):
+        engine.run(range(40), max_epochs=3)
+    # read back at iteration 32, at the end of epoch 1 (33-40), then 41-72: found at 72, not at once
+    assert engine.state.iteration == 40 + LOSS_READBACK
+    assert max(checked) == LOSS_READBACK - 1 and RunFolder(tmp_path / "run").record()["status"] == FAILED
