@@ -88,13 +88,35 @@ def predict_block(network: torch.nn.Module, inferer: Callable, array, z: int, ro
     return output[:, halo:halo + y1 - y0, halo:halo + x1 - x0]
 
 
+def local_workers(device: str | torch.device, workers: int | None) -> int:
+    """Workers of the local cluster: as asked, else one per GPU for a CUDA device, one on a CPU."""
+    if workers is not None:
+        return int(workers)
+    return max(1, torch.cuda.device_count()) if torch.device(device).type == "cuda" else 1
+
+
+def worker_device(device: str | torch.device, worker: object, gpus: int) -> torch.device:
+    """The device a task on ``worker`` uses: ``cuda`` without an index on the local cluster's worker ``i`` (an
+    integer name) is GPU ``i`` modulo the ``gpus`` it sees, so one worker per GPU uses every GPU; anything else
+    (a CPU, an indexed GPU, a worker started with its own CUDA_VISIBLE_DEVICES) as given."""
+    device = torch.device(device)
+    if device.type != "cuda" or device.index is not None or not isinstance(worker, int) or gpus < 1:
+        return device
+    return torch.device("cuda", worker % gpus)
+
+
 def _run_block(network, inferer, postprocessing, device, threads, input_path, input_key, store, index, block,
                halo, mean, std, output, channel) -> tuple[int, int, int]:
     """One task: predict block ``index`` and write it, then mark it done."""
     import zarr
+    from distributed import get_worker
 
     if threads:
         torch.set_num_threads(threads)
+    try:
+        device = worker_device(device, get_worker().name, torch.cuda.device_count())
+    except ValueError:  # not on a Dask worker
+        pass
     array = _input_array(input_path, input_key)
     z, r, c = index
     rows = (r * block[0], min((r + 1) * block[0], array.shape[1]))
@@ -148,7 +170,8 @@ def segment_blockwise(network: torch.nn.Module, inferer: Callable, input_path: s
                       input_key: str | None = None, output: str = "probability", channel: int = 1,
                       block: Sequence[int] = (1024, 1024), halo: int = 96, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                       postprocessing: Callable | None = None, device: str | torch.device = "cpu",
-                      scheduler: str | None = None, workers: int = 1, threads_per_worker: int | None = None) -> dict:
+                      scheduler: str | None = None, workers: int | None = None,
+                      threads_per_worker: int | None = None) -> dict:
     """Segment a zarr volume block by block on Dask (see the module docstring); returns the counts of blocks in
     the volume, computed now and found done by an earlier run, the seconds the blocks took and the peak resident
     memory of each worker (MiB).
@@ -158,7 +181,8 @@ def segment_blockwise(network: torch.nn.Module, inferer: Callable, input_path: s
         block: (rows, columns) of a block; the output is chunked by it.
         halo: pixels of context read around a block (the network's receptive field, so no seam shows).
         scheduler: address of an existing Dask scheduler; None starts a ``LocalCluster`` of ``workers`` processes,
-            each running one block at a time.
+            each running one block at a time (None: one per GPU on a CUDA ``device``, each on its own GPU; one on a
+            CPU).
         threads_per_worker: torch's threads in each task; None: the CPUs shared out over the local workers (on an
             existing scheduler, the workers' own setting).
     """
@@ -193,6 +217,7 @@ def _segment_blockwise(network, inferer, input_path: Path, output_path: Path, in
     done = zarr.open_group(str(partial), mode="r")["done"][:]
     todo = [index for index in grid if not done[index]]
     summary = {"blocks": len(grid), "computed": len(todo), "skipped": len(grid) - len(todo)}
+    workers = local_workers(device, workers)
     if threads_per_worker is None and not scheduler:
         threads_per_worker = max(1, (os.cpu_count() or 1) // workers)
     cluster = None

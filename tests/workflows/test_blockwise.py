@@ -157,3 +157,14 @@ def test_statistics_are_those_of_whole_slices(volume):
     mean, std = slice_statistics(path)
     np.testing.assert_allclose(mean, data.mean(axis=(1, 2)), rtol=1e-12)
     np.testing.assert_allclose(std, data.std(axis=(1, 2)), rtol=1e-12)
+
+
+def test_one_local_worker_per_gpu_each_on_its_own(monkeypatch):
+    from emseg.blockwise import local_workers, worker_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert local_workers("cuda", None) == 4 and local_workers("cpu", None) == 1 and local_workers("cuda", 2) == 2
+    assert [worker_device("cuda", name, 4) for name in range(6)] == [torch.device("cuda", i % 4) for i in range(6)]
+    assert worker_device("cuda:1", 3, 4) == torch.device("cuda", 1)  # asked for by index
+    assert worker_device("cuda", "tcp://10.0.0.2:4000", 1) == torch.device("cuda")  # a worker of another cluster
+    assert worker_device("cpu", 2, 4) == torch.device("cpu")
