@@ -216,12 +216,12 @@ def _complete_in_mlflow(uri: str, run_dir: Path, epochs: int) -> None:
 
 
 def test_a_training_outlives_its_server_going_away_and_catches_it_up(tracking_server, tmp_path, isbi_dir):
-    """The server stops after the second epoch: the training goes on into its run folder's store without waiting
+    """The server stops after the second epoch and is started again: the training goes on into its run folder's store without waiting
     more than LONGEST_WAIT, and when the server is back by its end it uploads what the server missed."""
     from emseg.engine.offline import LONGEST_WAIT
 
     project = copy_bundles(tmp_path / "lab", ["unet"])
-    epochs = 40
+    epochs = 60  # long enough for the server to be back before the end
     training = Training(project, tracking_server.uri, isbi_dir, epochs, "outage", val_interval=10)
     try:
         training.wait_for(lambda: training.epochs_done() >= 2, "second epoch")
