@@ -85,8 +85,8 @@ class FallbackClient:
 
     def _online(self) -> None:
         self.local = None
-        self.remote_runs: set[str] = set()  # the server's ids of the run and of its experiment
-        self.remote_experiments: set[str] = set()
+        self.remote_runs: set[str] = set()  # the server's ids of this run
+        self.remote_experiments: set[str] = set()  # and of its experiment
         self.ids: dict[str, str] = {}  # offline: those ids -> the offline store's
 
     @property

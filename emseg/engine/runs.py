@@ -444,7 +444,8 @@ class TrainingRun:
         try:
             save_atomically({**state, "epoch": epoch, "best": self.best}, self.folder.file(LAST))
         except OSError as err:
-            raise RunError(f"{err}; free space there, then resume with --run_name {self.folder.name}") from err
+            raise RunError(f"{err}; once it can be written there (free space, permissions), resume with --run_name "
+                           f"{self.folder.name}") from err
         self._last_save = time.monotonic()
 
     def _keep_unscored(self, epoch: int) -> None:

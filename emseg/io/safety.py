@@ -68,11 +68,15 @@ def describe_write_error(error: BaseException, path: str | Path) -> OutputError:
                        f"unchanged")
 
 
+LOCK_TEXT = "job "  # how an emseg lock file begins ("job PID on HOST (since ...)")
+
+
 class OutputLock:
     """One job at a time writes ``output``: an exclusive lock on ``<output>.lock`` (pid, host and start inside, for
     the message), held from before the output is checked until it is published, then removed. A second job asking
-    for it is refused at once with the first one's pid, so two jobs never interleave their writes. Advisory
-    (``flock``; on file systems or systems without it, no lock)."""
+    for it is refused at once with the first one's pid, so two jobs never interleave their writes. A file of that name
+    that is not an emseg lock is refused, never written or removed. Advisory (``flock``; on file systems or systems
+    without it, no lock)."""
 
     def __init__(self, output: str | Path) -> None:
         self.output = Path(output)
@@ -108,8 +112,14 @@ class OutputLock:
                 break
             handle.close()
         handle.seek(0)
+        found = handle.read()
+        if found and not found.startswith(LOCK_TEXT):  # a file of the user's that happens to have this name
+            handle.close()
+            raise OutputError(f"{self.path}: exists and is not emseg's lock file; emseg leaves it alone: move it "
+                              f"away, or write to another output")
+        handle.seek(0)
         handle.truncate()
-        handle.write(f"job {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.write(f"{LOCK_TEXT}{os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
         handle.flush()
         self._file = handle
         return self
