@@ -20,7 +20,7 @@ LAYERS = {
 }
 ORDER = [package for packages in LAYERS.values() for package in packages]
 # Inside the engine, compute never reaches for record-keeping.
-ENGINE_COMPUTE = {"allocator", "averaging", "distributed", "precision", "progress", "semi", "trained", "tta", "windows"}
+ENGINE_COMPUTE = {"allocator", "averaging", "distributed", "feed", "precision", "progress", "semi", "trained", "tta", "windows"}
 ENGINE_RECORDS = {"paths", "offline", "runs", "tracking", "registry", "handlers"}
 # The one import made by name at run time: the command imports only the group that runs (fast --help).
 LAZY = {"emseg.cli": "importlib.import_module(module)"}

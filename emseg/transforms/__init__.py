@@ -35,18 +35,21 @@ from emseg.transforms import em, keras, none, unet  # noqa: F401  (each register
 from emseg.transforms.base import (
     PRESETS,
     ElasticDeformd,
+    Intensity,
     Preset,
     PresetKeys,
     elastic_margin,
     intensity_transforms,
 )
+from emseg.transforms.batched import Batched
 from emseg.transforms.em import affine_margin, em_preset
 from emseg.transforms.keras import keras_preset
 from emseg.transforms.unet import unet_preset
 
-__all__ = ["PRESETS", "ElasticDeformd", "Preset", "PresetKeys", "ScoredOneHotd", "affine_margin", "augmentation",
-           "crop_size", "elastic_margin", "em_preset", "intensity_transforms", "keras_preset", "random_crops",
-           "random_transforms", "training_transforms", "unet_preset"]
+__all__ = ["PRESETS", "Batched", "ElasticDeformd", "Intensity", "Preset", "PresetKeys", "ScoredOneHotd",
+           "affine_margin", "augmentation", "batched_augmentation", "crop_size", "elastic_margin", "em_preset",
+           "intensity_transforms", "keras_preset", "random_crops", "random_transforms", "training_transforms",
+           "unet_preset"]
 
 
 def _preset_function(name: str, parameters: Mapping | None = None) -> Callable[..., list]:
@@ -92,6 +95,18 @@ def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:
                 if p.default is not inspect.Parameter.empty and k not in ("keys", "patch_size")}
     margin = PRESETS[name].margin(patch_size, **{**defaults, **kwargs})
     return [size + 2 * m for size, m in zip(patch_size, margin)]
+
+
+def batched_augmentation(name: str, patch_size: Sequence[int], **kwargs) -> Batched:
+    """Preset ``name`` (with its parameters ``kwargs``) as batched operations on the device
+    (:mod:`emseg.transforms.batched`), drawing what its MONAI transforms draw."""
+    defaults = {k: p.default for k, p in inspect.signature(_preset_function(name, kwargs)).parameters.items()
+                if p.default is not inspect.Parameter.empty and k not in ("keys", "patch_size")}
+    batched = PRESETS[name].batched
+    if batched is None:
+        raise ValueError(f"augmentation preset '{name}' has no batched form for the device; set the bundle key "
+                         "feed to \"loader\" (e.g. --feed loader)")
+    return batched(list(patch_size), **{**defaults, **kwargs})
 
 
 def random_crops(keys: Sequence[str], size: Sequence[int], num_samples: int, num_classes: int,

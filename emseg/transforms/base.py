@@ -34,6 +34,9 @@ class Preset:
     name: str
     build: Callable[..., list]
     margin: Callable[..., list[int]]  # (patch_size, **parameters with defaults) -> pixels per axis
+    # (patch_size, **parameters with defaults) -> the same augmentation as batched operations on the device
+    # (an emseg.transforms.batched.Batched), for the bundle key feed "device"
+    batched: Callable | None = None
 
 
 PRESETS: dict[str, Preset] = {}  # name -> entry
@@ -43,10 +46,10 @@ def no_margin(patch_size: Sequence[int], **parameters) -> list[int]:
     return [0] * len(patch_size)
 
 
-def register(name: str, margin: Callable[..., list[int]] = no_margin) -> Callable:
-    """Decorator registering a preset function under ``name``."""
+def register(name: str, margin: Callable[..., list[int]] = no_margin, batched: Callable | None = None) -> Callable:
+    """Decorator registering a preset function under ``name`` (with its batched form, if it has one)."""
     def add(build):
-        PRESETS[name] = Preset(name, build, margin)
+        PRESETS[name] = Preset(name, build, margin, batched)
         return build
     return add
 
@@ -111,8 +114,7 @@ class ElasticDeformd(RandomizableTransform, MapTransform):
         if self._displacement is None:
             return None
         height, width = shape
-        dense = F.interpolate(torch.as_tensor(self._displacement, dtype=torch.float32)[None], size=(height, width),
-                              mode="bicubic", align_corners=True)[0]  # (2, H, W): rows, columns in pixels
+        dense = elastic_displacement(torch.as_tensor(self._displacement, dtype=torch.float32)[None], shape)[0]
         rows = torch.arange(height, dtype=torch.float32)[:, None] + dense[0]
         columns = torch.arange(width, dtype=torch.float32)[None, :] + dense[1]
         # align_corners=True: -1 and 1 are the centres of the first and last pixels
@@ -143,20 +145,47 @@ class ElasticDeformd(RandomizableTransform, MapTransform):
         return image[..., starts[0]:starts[0] + self.output_size[0], starts[1]:starts[1] + self.output_size[1]]
 
 
+def elastic_displacement(coarse: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Dense displacements (B, 2, H, W) in pixels (rows, columns) from ``coarse`` ones (B, 2, G, G) at a grid of
+    control points spanning an input of ``shape`` (H, W), interpolated bicubically: the U-Net paper's smooth
+    deformation field, for :class:`ElasticDeformd` and the batched augmentation on the device alike."""
+    return F.interpolate(coarse, size=tuple(shape), mode="bicubic", align_corners=True)
+
+
 def elastic_margin(sigma: float) -> int:
     """Pixels of context on each side that an elastic deformation of ``sigma`` needs (3 sigma)."""
     return int(math.ceil(3 * sigma))
 
 
+@dataclass(frozen=True)
+class Intensity:
+    """What :func:`intensity_transforms` draws, one home for it and its batched form on the device: each transform
+    on a fraction of samples (its ``*_prob``); gamma from ``gamma``, intensities scaled by 1 + U(-``scale``,
+    ``scale``) and shifted by U(-``shift``, ``shift``), Gaussian noise of a standard deviation from
+    U(0, ``noise_std``), blur of a sigma per axis from ``blur_sigma``."""
+
+    gamma: tuple[float, float] = (0.7, 1.5)
+    noise_std: float = 0.1
+    contrast_prob: float = 0.3
+    scale: float = 0.2
+    scale_prob: float = 0.3
+    shift: float = 0.2
+    shift_prob: float = 0.3
+    noise_prob: float = 0.2
+    blur_sigma: tuple[float, float] = (0.5, 1.0)
+    blur_prob: float = 0.2
+
+
 def intensity_transforms(images: Sequence[str], gamma: tuple[float, float] = (0.7, 1.5),
                          noise_std: float = 0.1) -> list:
     """Random gamma, contrast, brightness, Gaussian noise and blur of ``images`` (normalised to zero mean, unit
-    variance), each on a fraction of samples: staining, section thickness and detector noise of other microscopes."""
-    images = list(images)
+    variance), each on a fraction of samples (:class:`Intensity`): staining, section thickness and detector noise
+    of other microscopes."""
+    images, p = list(images), Intensity(tuple(gamma), noise_std)
     return [
-        RandAdjustContrastd(images, prob=0.3, gamma=gamma),
-        RandScaleIntensityd(images, factors=0.2, prob=0.3),
-        RandShiftIntensityd(images, offsets=0.2, prob=0.3),
-        RandGaussianNoised(images, prob=0.2, std=noise_std),
-        RandGaussianSmoothd(images, prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0)),
+        RandAdjustContrastd(images, prob=p.contrast_prob, gamma=p.gamma),
+        RandScaleIntensityd(images, factors=p.scale, prob=p.scale_prob),
+        RandShiftIntensityd(images, offsets=p.shift, prob=p.shift_prob),
+        RandGaussianNoised(images, prob=p.noise_prob, std=p.noise_std),
+        RandGaussianSmoothd(images, prob=p.blur_prob, sigma_x=p.blur_sigma, sigma_y=p.blur_sigma),
     ]

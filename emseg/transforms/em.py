@@ -9,12 +9,14 @@ from monai.transforms import RandAffined
 
 from emseg.transforms.base import (
     ElasticDeformd,
+    Intensity,
     PresetKeys,
     elastic_margin,
     flips_and_rotations,
     intensity_transforms,
     register,
 )
+from emseg.transforms.batched import Affine, Batched, Elastic
 
 
 def affine_margin(patch_size: Sequence[int], rotation_degrees: float, scale: float, sigma: float) -> list[int]:
@@ -33,7 +35,16 @@ def em_margin(patch_size: Sequence[int], rotation_degrees: float, scale: float, 
     return affine_margin(patch_size, rotation_degrees, scale, elastic_sigma)
 
 
-@register("em", margin=em_margin)
+def em_batched(patch_size: Sequence[int], rotation_degrees: float, scale: float, elastic_sigma: float,
+               gamma: tuple[float, float], noise_std: float, **parameters) -> Batched:
+    """The same on the device: flips, rotations, affine and elastic deformation in one bilinear resampling (the
+    affine's mode), then the intensities."""
+    return Batched(tuple(patch_size), flips=True, rotate90=True,
+                   affine=Affine(0.5, math.radians(rotation_degrees), scale), elastic=Elastic(0.3, elastic_sigma),
+                   intensity=Intensity(tuple(gamma), noise_std))
+
+
+@register("em", margin=em_margin, batched=em_batched)
 def em_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), rotation_degrees: float = 20.0,
               scale: float = 0.1, elastic_sigma: float = 5.0, gamma: tuple[float, float] = (0.7, 1.5),
               noise_std: float = 0.1) -> list:

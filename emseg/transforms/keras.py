@@ -8,9 +8,18 @@ from collections.abc import Sequence
 from monai.transforms import RandAffined
 
 from emseg.transforms.base import PresetKeys, flips_and_rotations, register
+from emseg.transforms.batched import Affine, Batched
 
 
-@register("keras")
+def keras_batched(patch_size: Sequence[int], rotation_degrees: float, shear_degrees: float, shift: float,
+                  zoom: float, **parameters) -> Batched:
+    """The same on the device: the affine and the flips in one bilinear resampling, zeros beyond the crop."""
+    affine = Affine(1.0, math.radians(rotation_degrees), zoom, math.tan(math.radians(shear_degrees)),
+                    (shift * patch_size[0], shift * patch_size[1]))
+    return Batched(tuple(patch_size), flips=True, affine=affine, padding="zeros")
+
+
+@register("keras", batched=keras_batched)
 def keras_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256),
                  rotation_degrees: float = 20.0, shear_degrees: float = 0.2, shift: float = 0.2,
                  zoom: float = 0.2) -> list:

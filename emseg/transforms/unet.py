@@ -6,12 +6,14 @@ from collections.abc import Sequence
 
 from emseg.transforms.base import (
     ElasticDeformd,
+    Intensity,
     PresetKeys,
     elastic_margin,
     flips_and_rotations,
     intensity_transforms,
     register,
 )
+from emseg.transforms.batched import Batched, Elastic
 
 
 def unet_margin(patch_size: Sequence[int], sigma: float, **parameters) -> list[int]:
@@ -19,7 +21,14 @@ def unet_margin(patch_size: Sequence[int], sigma: float, **parameters) -> list[i
     return [elastic_margin(sigma)] * len(patch_size)
 
 
-@register("unet", margin=unet_margin)
+def unet_batched(patch_size: Sequence[int], grid_points: int, sigma: float, prob: float, intensity: bool,
+                 **parameters) -> Batched:
+    """The same on the device: flips, rotations and the elastic deformation in one bicubic resampling."""
+    return Batched(tuple(patch_size), flips=True, rotate90=True, elastic=Elastic(prob, sigma, grid_points),
+                   intensity=Intensity() if intensity else None, image_mode="bicubic")
+
+
+@register("unet", margin=unet_margin, batched=unet_batched)
 def unet_preset(keys: PresetKeys = PresetKeys(), patch_size: Sequence[int] = (256, 256), grid_points: int = 3,
                 sigma: float = 10.0, prob: float = 0.9, intensity: bool = False) -> list:
     """Flips, 90-degree rotations and elastic deformation on a coarse ``grid_points`` grid with
