@@ -15,7 +15,9 @@ Prints, in this order:
   (f) peak memory after each part (process RSS; on CUDA also the peak allocated on the GPU);
   (g) achieved GFLOP/s of (c) and its ratio to a matmul measured in this run in the same precision;
   (h) the supply rate: (b) with a network that does nothing (one learnable number as its output), the patches/s
-      the data path and engine can deliver on this machine, beside (c): the smaller of the two bounds (b);
+      the data path and engine can deliver on this machine, beside (c): the smaller of the two bounds (b); for
+      either feed (the bundle key feed: "loader", MONAI's DataLoader, and "device", batches cut and augmented on
+      the device), then (b) again with the feed the bundle does not choose here;
 and the ratios of (b) and (c) to the peer. The last line is all figures as JSON (``--json FILE`` keeps them).
 """
 
@@ -205,6 +207,8 @@ def main(argv=None) -> dict:
         logging.getLogger(name).setLevel(logging.INFO)
     import tifffile
 
+    from emseg.engine.feed import resolve_feed
+
     bundle, device = Path(opts.bundle).resolve(), opts.device
     overrides = {"dataset_dir": str(SHARED / "isbi2012"), "download": False, "device": f"$torch.device('{device}')"}
     sizes, matmul, steps, slices = (512, 2048), 2048, opts.steps, opts.slices
@@ -264,12 +268,27 @@ def main(argv=None) -> dict:
     figures["g_ratio_to_matmul"] = figures["g_achieved_gflops"] / reference
     print(f"(g) {flops / 1e9:.3g} GFLOP per patch (forward + backward): {figures['g_achieved_gflops']:.0f} GFLOP/s "
           f"achieved, {100 * figures['g_ratio_to_matmul']:.0f}% of the matmul rate in the same precision")
-    with tempfile.TemporaryDirectory() as tmp:
-        figures["h_supply_patches_per_s"] = bundle_end_to_end(bundle, overrides, steps * 3, Path(tmp), True)
+    chosen = resolve_feed(train.get("feed", "auto"), device)
+    for feed in ("loader", "device"):
+        with tempfile.TemporaryDirectory() as tmp:
+            figures[f"h_supply_{feed}_patches_per_s"] = bundle_end_to_end(bundle, {**overrides, "feed": feed},
+                                                                          steps * 3, Path(tmp), True)
+        mark = " (the bundle's choice here)" if feed == chosen else ""
+        print(f"(h) supply, feed {feed}{mark}: data path and engine "
+              f"with a network that does nothing: {figures[f'h_supply_{feed}_patches_per_s']:.1f} patches/s, "
+              f"{figures[f'h_supply_{feed}_patches_per_s'] / figures['c_network_patches_per_s']:.1f}x the network's "
+              "rate (c)", flush=True)
+    figures["h_feed"] = chosen
+    figures["h_supply_patches_per_s"] = figures[f"h_supply_{chosen}_patches_per_s"]
     figures["h_supply_to_network"] = figures["h_supply_patches_per_s"] / figures["c_network_patches_per_s"]
     bound = "the network" if figures["h_supply_to_network"] >= 1 else "the data path and engine"
-    print(f"(h) supply: data path and engine with a network that does nothing: {figures['h_supply_patches_per_s']:.1f} "
-          f"patches/s, {figures['h_supply_to_network']:.1f}x the network's rate (c): training here is bound by {bound}")
+    print(f"(h) with the bundle's feed ({chosen}) training here is bound by {bound}")
+    other = "device" if chosen == "loader" else "loader"
+    with tempfile.TemporaryDirectory() as tmp:
+        figures[f"b_bundle_feed_{other}_patches_per_s"] = bundle_end_to_end(bundle, {**overrides, "feed": other},
+                                                                           steps, Path(tmp))
+    print(f"(b) bundle training end to end with feed {other} instead: "
+          f"{figures[f'b_bundle_feed_{other}_patches_per_s']:.2f} patches/s", flush=True)
     line = json.dumps(figures)
     if opts.json:
         Path(opts.json).write_text(line + "\n")

@@ -21,7 +21,9 @@ def test_quick_benchmark_prints_every_figure(isbi_dir, tmp_path):
     for label in ("matmul", "(a) peer", "(b) bundle training end to end", "(a) the same peer loop again",
                   "    emseg.engine.precision: measured on cpu (training step", "    emseg.data.workers: data loading", "(c) network + loss + optimizer alone",
                   "(d) share", "(e) inference 128x128 without TTA", "(e) inference 256x256 with 8-fold TTA",
-                  "(f) peak memory", "(g)", "(h) supply"):
+                  "(f) peak memory", "(g)", "(h) supply, feed loader (the bundle's choice here)",
+                  "(h) supply, feed device:", "(h) with the bundle's feed (loader)",
+                  "(b) bundle training end to end with feed device instead"):
         assert any(line.startswith(label) for line in lines), label
     figures = json.loads(lines[-1])
     assert figures == json.loads((tmp_path / "figures.json").read_text())
@@ -29,6 +31,7 @@ def test_quick_benchmark_prints_every_figure(isbi_dir, tmp_path):
                 "a_peer_allocator_patches_per_s",
                 "c_network_patches_per_s", "d_outside_share", "e_inference_128_no_tta_slices_per_s",
                 "e_inference_256_tta_slices_per_s", "g_flops_per_patch", "g_achieved_gflops", "g_ratio_to_matmul",
-                "h_supply_patches_per_s", "h_supply_to_network"):
+                "h_supply_patches_per_s", "h_supply_to_network", "h_supply_loader_patches_per_s",
+                "h_supply_device_patches_per_s", "b_bundle_feed_device_patches_per_s"):
         assert figures[key] > 0 or key == "d_outside_share", key
     assert set(figures["memory"]) == {"a", "b", "c", "e"} and all(m["rss_mib"] > 0 for m in figures["memory"].values())
