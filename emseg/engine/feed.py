@@ -107,7 +107,7 @@ class DeviceFeed:
                  pack: Sequence = ()) -> None:
         self.device, self.spec, self.keys = torch.device(device), spec, keys
         self.crop, self.crops_per_slice = tuple(int(c) for c in crop), int(crops_per_slice)
-        self.batch_sampler, self.epoch = batch_sampler, 0
+        self.batch_sampler = batch_sampler
         self.pack = Compose(list(pack)) if pack else None
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank = torch.distributed.get_rank() if distributed else 0
@@ -141,10 +141,7 @@ class DeviceFeed:
         return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        self.epoch += 1
-        sampler = getattr(self.batch_sampler, "sampler", None)
-        if hasattr(sampler, "set_epoch"):  # a DistributedSampler: what MONAI's Workflow does for a DataLoader
-            sampler.set_epoch(self.epoch)
+        # a DistributedSampler gets its epoch from the trainer (multi_gpu_train.json: reshuffle_each_epoch)
         for indices in self.batch_sampler:
             yield self.batch(indices)
 

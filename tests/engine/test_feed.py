@@ -62,7 +62,7 @@ def slices_numbered(count: int, size: int) -> list[dict]:
 
 def test_each_rank_takes_its_share_of_slices_under_a_distributed_sampler():
     """Under torchrun the loader's DistributedSampler shards the slices: over both ranks each slice comes once per
-    epoch, and the order changes from epoch to epoch (the feed sets the sampler's epoch, as MONAI does)."""
+    epoch, and the order changes with the epoch the trainer gives the sampler (reshuffle_each_epoch)."""
     slices = slices_numbered(8, 40)
     spec = batched_augmentation("none", (32, 32))
     seen = {}
@@ -70,7 +70,10 @@ def test_each_rank_takes_its_share_of_slices_under_a_distributed_sampler():
         sampler = DistributedSampler(list(range(8)), num_replicas=2, rank=rank, shuffle=True, seed=0)
         loader = DataLoader(list(range(8)), batch_size=2, sampler=sampler)
         feed = DeviceFeed(slices, loader.batch_sampler, spec, PresetKeys(), (32, 32), 1, "cpu", seed=0)
-        seen[rank] = [[int(b["image"][n].mean()) for b in feed for n in range(len(b["image"]))] for _ in range(2)]
+        seen[rank] = []
+        for epoch in (1, 2):
+            sampler.set_epoch(epoch)
+            seen[rank].append([int(b["image"][n].mean()) for b in feed for n in range(len(b["image"]))])
     for epoch in (0, 1):
         assert sorted(seen[0][epoch] + seen[1][epoch]) == list(range(8))
     assert seen[0][0] != seen[0][1]
