@@ -18,6 +18,7 @@ Prints, in this order:
       the data path and engine can deliver on this machine, beside (c): the smaller of the two bounds (b); for
       either feed (the bundle key feed: "loader", MONAI's DataLoader, and "device", batches cut and augmented on
       the device), then (b) again with the feed the bundle does not choose here;
+  (i) (c) at larger batches, and the smallest batch within 5% of the fastest with the learning rate scaled for it;
 and the ratios of (b) and (c) to the peer. The last line is all figures as JSON (``--json FILE`` keeps them).
 """
 
@@ -201,6 +202,9 @@ def main(argv=None) -> dict:
     args.add_argument("--slices", type=int, default=4, help="timed inference slices per measurement")
     args.add_argument("--quick", action="store_true", help="tiny sizes and step counts: check the figures print")
     args.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args.add_argument("--batch-sizes", default=None,
+                      help="(i): batch sizes to time the network at, e.g. 8,16,32 (default 8,16,32,64 on a GPU, "
+                           "8,16 on the CPU)")
     opts = args.parse_args(argv)
     logging.basicConfig(format="    %(name)s: %(message)s", level=logging.WARNING, stream=sys.stdout)
     for name in ("emseg.engine.precision", "emseg.engine.allocator", "emseg.data.workers"):  # the choices made
@@ -289,6 +293,21 @@ def main(argv=None) -> dict:
                                                                            steps, Path(tmp))
     print(f"(b) bundle training end to end with feed {other} instead: "
           f"{figures[f'b_bundle_feed_{other}_patches_per_s']:.2f} patches/s", flush=True)
+    sizes_i = [int(b) for b in opts.batch_sizes.split(",")] if opts.batch_sizes else (
+        [batch, 2 * batch] if opts.quick or device == "cpu" else [batch, 2 * batch, 4 * batch, 8 * batch])
+    figures["i_network_patches_per_s_by_batch"] = {}
+    for size in sizes_i:
+        figures["i_network_patches_per_s_by_batch"][str(size)] = network_alone(
+            bundle, {**overrides, "batch_size": size}, steps, device)[0]
+    rates = figures["i_network_patches_per_s_by_batch"]
+    best = max(rates.values())
+    enough = min(int(b) for b, r in rates.items() if r >= 0.95 * best)
+    learning_rate = train.get_parsed_content("learning_rate")
+    figures["i_batch_size"], figures["i_learning_rate"] = enough, learning_rate * (enough / batch) ** 0.5
+    print("(i) network + loss + optimizer by batch size: " + ", ".join(f"{b}: {r:.1f}" for b, r in rates.items())
+          + f" patches/s; the smallest within 5% of the fastest is {enough} (train with --batch_size {enough} "
+          f"--learning_rate {figures['i_learning_rate']:.3g}: the recipe's {learning_rate:g} scaled by the square "
+          f"root of the batch, as for Adam)", flush=True)
     line = json.dumps(figures)
     if opts.json:
         Path(opts.json).write_text(line + "\n")

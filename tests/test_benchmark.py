@@ -23,7 +23,7 @@ def test_quick_benchmark_prints_every_figure(isbi_dir, tmp_path):
                   "(d) share", "(e) inference 128x128 without TTA", "(e) inference 256x256 with 8-fold TTA",
                   "(f) peak memory", "(g)", "(h) supply, feed loader (the bundle's choice here)",
                   "(h) supply, feed device:", "(h) with the bundle's feed (loader)",
-                  "(b) bundle training end to end with feed device instead"):
+                  "(b) bundle training end to end with feed device instead", "(i) network + loss + optimizer by batch"):
         assert any(line.startswith(label) for line in lines), label
     figures = json.loads(lines[-1])
     assert figures == json.loads((tmp_path / "figures.json").read_text())
@@ -32,6 +32,8 @@ def test_quick_benchmark_prints_every_figure(isbi_dir, tmp_path):
                 "c_network_patches_per_s", "d_outside_share", "e_inference_128_no_tta_slices_per_s",
                 "e_inference_256_tta_slices_per_s", "g_flops_per_patch", "g_achieved_gflops", "g_ratio_to_matmul",
                 "h_supply_patches_per_s", "h_supply_to_network", "h_supply_loader_patches_per_s",
-                "h_supply_device_patches_per_s", "b_bundle_feed_device_patches_per_s"):
+                "h_supply_device_patches_per_s", "b_bundle_feed_device_patches_per_s", "i_batch_size",
+                "i_learning_rate"):
         assert figures[key] > 0 or key == "d_outside_share", key
+    assert set(figures["i_network_patches_per_s_by_batch"]) == {"2", "4"}
     assert set(figures["memory"]) == {"a", "b", "c", "e"} and all(m["rss_mib"] > 0 for m in figures["memory"].values())
