@@ -14,7 +14,8 @@ from emseg.visualize import to_uint8
 
 
 def augmented_pairs(bundle: str | Path, count: int, seed: int = 0, **overrides) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``count`` (image, label) 2-D pairs from ``bundle``'s ``train#dataset`` (crops + augmentation).
+    """Yield ``count`` (image, label) 2-D pairs from ``bundle``'s ``train#dataset`` (crops + augmentation), or with
+    ``feed="device"`` from its ``train#feed`` (batches cut and augmented on the device).
 
     ``overrides`` replace config keys (e.g. ``dataset_dir``, ``augmentation``, ``train#random_transforms``).
     Labels are the class channel; images are as the network sees them (normalised).
@@ -24,6 +25,16 @@ def augmented_pairs(bundle: str | Path, count: int, seed: int = 0, **overrides) 
 
     parser = load_config(Path(bundle) / "configs" / "train.json", overrides)
     set_determinism(seed)
+    if overrides.get("feed") == "device":  # whole batches cut and augmented on the device
+        parser["seed"] = seed
+        produced = 0
+        while True:
+            for batch in parser.get_parsed_content("train#feed"):
+                for image, label in zip(batch["image"].cpu().numpy(), batch["label"].cpu().numpy()):
+                    yield image[0], label[0]
+                    produced += 1
+                    if produced == count:
+                        return
     dataset = parser.get_parsed_content("train#dataset")
     produced = 0
     while produced < count:

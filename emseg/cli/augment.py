@@ -21,6 +21,8 @@ def run_augment_preview(args: argparse.Namespace) -> int:
         overrides["dataset_dir"] = str(Path(args.dataset_dir).resolve())
     if args.augmentation:
         overrides["augmentation"] = args.augmentation
+    if args.feed:
+        overrides["feed"] = args.feed
     if args.out:
         check_new_files([args.out], args.overwrite)
         grid = preview_grid(list(augmented_pairs(args.bundle, args.n, args.seed, **overrides)), args.columns)
@@ -43,6 +45,8 @@ def add_parsers(commands) -> None:
     preview.add_argument("--save", default=None, help="folder to write augmented pairs to (images/, labels/)")
     preview.add_argument("--count", type=int, default=1000, help="pairs to write with --save")
     preview.add_argument("--augmentation", default=None, help="preset name instead of the bundle's")
+    preview.add_argument("--feed", default=None, choices=["loader", "device"],
+                         help="the patches of this feed (the bundle key feed) instead of the DataLoader's")
     preview.add_argument("--dataset-dir", default=None, help="data folder instead of the bundle's dataset_dir")
     preview.add_argument("--seed", type=int, default=0)
     preview.add_argument("--overwrite", action="store_true", help="replace an existing --out file or saved pairs")

@@ -40,3 +40,15 @@ def test_pairs_come_from_the_training_pipeline(isbi_dir):
 def test_preview_needs_an_output(capsys):
     assert main(["augment", "preview"]) == 1
     assert "--out PNG" in capsys.readouterr().err
+
+
+def test_device_feed_pairs_are_the_loaders_kind(isbi_dir):
+    """--feed device previews the patches the device feed trains on: the same size and label values, the same
+    patches for the same seed."""
+    options = dict(dataset_dir=str(isbi_dir), download=False, patch_size=[64, 64], augmentation="unet",
+                   feed="device", device="$torch.device('cpu')")
+    pairs = list(augmented_pairs(REPO_ROOT / "bundles" / "unet", 5, seed=3, **options))
+    again = list(augmented_pairs(REPO_ROOT / "bundles" / "unet", 5, seed=3, **options))
+    assert len(pairs) == 5 and all(image.shape == label.shape == (64, 64) for image, label in pairs)
+    assert all(set(np.unique(label).tolist()) <= {0.0, 1.0} for _, label in pairs)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(pairs, again))
