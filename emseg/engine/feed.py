@@ -29,7 +29,7 @@ from monai.transforms import Compose, RandomizableTrait, Transform
 
 from emseg.losses import get_loss
 from emseg.transforms import PresetKeys, batched_augmentation, crop_size, random_transforms
-from emseg.transforms.batched import Batched, augment
+from emseg.transforms.batched import Batched, augment, device_generator
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ def training_feed(feed: str, loader, augmentation: str, patch_size: Sequence[int
     spec = batched_augmentation(augmentation, patch_size, **(augmentation_params or {}))
     keys = PresetKeys(("image",), ("label",), tuple(loss.extra_keys))
     slices = [deterministic(dict(item)) for item in dataset.data]
+    logger.info("training batches: %d slices cached on %s, cut and augmented there (feed device; the DataLoader "
+                "and its workers are not used)", len(slices), device)
     return DeviceFeed(slices, loader.batch_sampler, spec, keys,
                       crop_size(augmentation, patch_size, **(augmentation_params or {})), crops_per_slice, device,
                       seed, crop_ratios=_ratios(crop_ratios, num_classes), pack=loss.pack())
@@ -112,8 +114,7 @@ class DeviceFeed:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank = torch.distributed.get_rank() if distributed else 0
         self.generator = torch.Generator().manual_seed(int(seed) + 1_000_003 * rank)
-        self.noise = torch.Generator(device=self.device)
-        self.noise.manual_seed(int(seed) + 1_000_003 * rank + 1)
+        self.noise = device_generator(self.device, int(seed) + 1_000_003 * rank + 1)
         self.names = [*keys.image, *keys.label, *keys.weight]
         try:
             self.slices = [{k: self._padded(_plain(item[k])).to(self.device) for k in self.names} for item in slices]
@@ -122,7 +123,7 @@ class DeviceFeed:
                                f"({error}); set --feed loader") from None
         self.ratios = None if crop_ratios is None else torch.tensor(crop_ratios, dtype=torch.float64)
         if self.ratios is not None:
-            labels = [np.asarray(_plain(item[keys.label[0]])[0].cpu()).astype(np.int64) for item in slices]
+            labels = [np.asarray(_plain(item[keys.label[0]])[0].cpu()).astype(np.int16) for item in slices]
             self._labels = [self._padded(torch.from_numpy(label)[None])[0].numpy() for label in labels]
             self._counts = [np.bincount(label[label >= 0].ravel(), minlength=len(crop_ratios))[:len(crop_ratios)]
                             for label in self._labels]

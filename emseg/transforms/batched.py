@@ -76,6 +76,26 @@ class Draw:
     moves: bool
 
 
+def to_device(values: torch.Tensor, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Host-drawn ``values`` on ``device`` without making the host wait for the device: to CUDA from pinned memory
+    and asynchronously (a copy from ordinary memory waits for all work queued on the device)."""
+    values = values.to(dtype) if dtype is not None else values
+    device = torch.device(device)
+    if device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
+def device_generator(device, seed: int) -> torch.Generator | None:
+    """A generator on ``device`` seeded with ``seed``; None where the device has none of its own (``meta``, whose
+    tensors hold no values: the tests make batches there to show that nothing is read back)."""
+    try:
+        generator = torch.Generator(device=device)
+    except RuntimeError:
+        return None
+    return generator.manual_seed(int(seed))
+
+
 def _uniform(generator: torch.Generator, size, low: float, high: float) -> torch.Tensor:
     return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
 
@@ -138,14 +158,16 @@ def sampling_grid(parameters: Draw, crop: Sequence[int], patch: Sequence[int], d
     columns = torch.arange(patch[1], device=device, dtype=torch.float32) + starts[1]
     points = torch.stack(torch.meshgrid(rows, columns, indexing="ij"), -1)[None]  # (1, Ph, Pw, 2): rows, columns
     if parameters.coarse is not None:
-        dense = elastic_displacement(parameters.coarse.to(device=device, dtype=torch.float32), crop)
+        dense = elastic_displacement(to_device(parameters.coarse, device, torch.float32), crop)
         dense = dense[:, :, starts[0]:starts[0] + patch[0], starts[1]:starts[1] + patch[1]]
         points = points + dense.permute(0, 2, 3, 1)
-    centre = torch.tensor([(height - 1) / 2, (width - 1) / 2], device=device)
-    linear = parameters.linear.to(device=device, dtype=torch.float32)
-    shift = parameters.shift.to(device=device, dtype=torch.float32)
-    read = torch.einsum("bij,bhwj->bhwi", linear, points - centre) + (shift + centre)[:, None, None, :]
-    return torch.stack([2 * read[..., 1] / max(width - 1, 1) - 1, 2 * read[..., 0] / max(height - 1, 1) - 1], -1)
+    centre = ((height - 1) / 2, (width - 1) / 2)  # plain numbers: nothing to copy to the device
+    centred = torch.stack([points[..., 0] - centre[0], points[..., 1] - centre[1]], -1)
+    linear = to_device(parameters.linear, device, torch.float32)
+    shift = to_device(parameters.shift, device, torch.float32)
+    read = torch.einsum("bij,bhwj->bhwi", linear, centred) + shift[:, None, None, :]
+    rows, columns = read[..., 0] + centre[0], read[..., 1] + centre[1]
+    return torch.stack([2 * columns / max(width - 1, 1) - 1, 2 * rows / max(height - 1, 1) - 1], -1)
 
 
 def middle(x: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
@@ -178,21 +200,20 @@ def augment(crops: Mapping[str, torch.Tensor], spec: Batched, keys: PresetKeys, 
                                      align_corners=True).to(x.dtype)
     if spec.intensity is not None:
         if noise is None:
-            noise = torch.Generator(device=device)
-            noise.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+            noise = device_generator(device, int(torch.randint(0, 2**62, (), generator=generator)))
         for key in keys.image:
             out[key] = intensities(out[key], spec.intensity, generator, noise)
     return out
 
 
-def intensities(x: torch.Tensor, p: Intensity, generator: torch.Generator, noise: torch.Generator) -> torch.Tensor:
+def intensities(x: torch.Tensor, p: Intensity, generator: torch.Generator,
+                noise: torch.Generator | None) -> torch.Tensor:
     """:func:`~emseg.transforms.base.intensity_transforms` on a batch (B, C, H, W): gamma, scaling, shift, noise,
     blur, in that order, each for its fraction of patches (patches not drawn keep their values exactly)."""
     count, device = x.shape[0], x.device
 
     def per_patch(values: torch.Tensor) -> torch.Tensor:
-        return values.to(device=device, dtype=torch.bool if values.dtype == torch.bool else x.dtype).view(
-            count, 1, 1, 1)
+        return to_device(values, device, torch.bool if values.dtype == torch.bool else x.dtype).view(count, 1, 1, 1)
 
     on = _chosen(generator, count, p.contrast_prob)
     gamma = _uniform(generator, count, *p.gamma)
@@ -212,16 +233,17 @@ def intensities(x: torch.Tensor, p: Intensity, generator: torch.Generator, noise
     on = _chosen(generator, count, p.blur_prob)
     sigmas = _uniform(generator, (count, 2), *p.blur_sigma)
     if bool(on.any()):
-        x = torch.where(per_patch(on), blur(x, sigmas.to(device)), x)
+        x = torch.where(per_patch(on), blur(x, sigmas), x)
     return x
 
 
 def blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """Gaussian blur of each patch of (B, C, H, W) with its own sigma per axis (``sigmas`` (B, 2), rows and
-    columns): separable, each kernel weight the Gaussian's integral over its pixel (MONAI's ``erf`` kernel, as its
-    ``GaussianSmooth``), truncated at 4 sigma, edges reflected."""
+    columns, on the host): separable, each kernel weight the Gaussian's integral over its pixel (MONAI's ``erf``
+    kernel, as its ``GaussianSmooth``), truncated at 4 sigma, edges reflected."""
     count, channels, height, width = x.shape
-    radius = int(math.ceil(4 * float(sigmas.max())))
+    radius = int(math.ceil(4 * float(sigmas.max())))  # read on the host, before the sigmas go to the device
+    sigmas = to_device(sigmas, x.device)
     offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)[None, None, :]
     scale = (0.5**0.5) / sigmas.float()[:, :, None]
     kernels = 0.5 * (torch.erf(scale * (offsets + 0.5)) - torch.erf(scale * (offsets - 0.5)))

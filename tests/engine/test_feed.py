@@ -154,3 +154,15 @@ def test_two_trainings_on_the_device_feed_with_one_seed_end_alike(tmp_path, isbi
     assert {r.data.params["feed"] for r in found} == {"device"}
     assert len({r.data.metrics["train_loss"] for r in found}) == 1
     assert np.isfinite([r.data.metrics["train_loss"] for r in found]).all()
+
+
+@pytest.mark.parametrize("values", [{"augmentation": "em"}, {"loss_name": "border_ce", "crop_ratios": "uniform"},
+                                    {"augmentation": "unet", "augmentation_params": {"intensity": True}}])
+def test_batches_are_made_without_reading_a_value_back_from_the_device(tmp_path, isbi_dir, values):
+    """On PyTorch's meta device tensors hold no values, so any read back (.item(), a branch on a tensor, a copy to
+    the host) fails: a whole epoch made there shows the host never waits on the device for a batch."""
+    parser = bundle_feed(tmp_path, isbi_dir, feed="device", device="$torch.device('meta')", **values)
+    feed = parser.get_parsed_content("train#feed")
+    batches = list(feed)
+    assert len(batches) == 11 and all(b["image"].device.type == "meta" for b in batches)
+    assert batches[0]["image"].shape == (4, 1, 64, 64)
