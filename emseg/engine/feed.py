@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from monai.transforms import Compose, RandomizableTrait, Transform
 
 from emseg.losses import get_loss
-from emseg.transforms import PresetKeys, batched_augmentation, crop_size, random_transforms
+from emseg.transforms import PRESETS, PresetKeys, batched_augmentation, crop_size, random_transforms
 from emseg.transforms.batched import Batched, augment, device_generator
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,18 @@ def training_feed(feed: str, loader, augmentation: str, patch_size: Sequence[int
     expected = [*random_transforms(augmentation, patch_size, crops_per_slice, num_classes, crop_ratios,
                                    augmentation_params, loss_name), *loss.pack()]
     if [type(t) for t in transforms[first_random:]] != [type(t) for t in expected]:
+        problem = ("train#random_transforms: the device feed augments by the preset's name (augmentation "
+                   f"{augmentation!r}) and cannot run other transforms; set --feed loader to use them")
+    elif PRESETS[augmentation].batched is None:
+        problem = (f"augmentation preset '{augmentation}' has no batched form for the device (its register(..., "
+                   "batched=...)); set --feed loader")
+    else:
+        problem = None
+    if problem is not None:
         if feed == "auto":
-            logger.info("training batches: train#random_transforms is not the preset's, so they are made by the "
-                        "DataLoader (feed loader)")
+            logger.info("training batches made by the DataLoader (feed loader): %s", problem.split(";")[0])
             return loader
-        raise ValueError("train#random_transforms: the device feed augments by the preset's name (augmentation "
-                         f"{augmentation!r}) and cannot run other transforms; set --feed loader to use them")
+        raise ValueError(problem)
     deterministic = Compose(transforms[:first_random])
     spec = batched_augmentation(augmentation, patch_size, **(augmentation_params or {}))
     keys = PresetKeys(("image",), ("label",), tuple(loss.extra_keys))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,17 @@ def test_batches_are_made_without_reading_a_value_back_from_the_device(tmp_path,
     batches = list(feed)
     assert len(batches) == 11 and all(b["image"].device.type == "meta" for b in batches)
     assert batches[0]["image"].shape == (4, 1, 64, 64)
+
+
+def test_a_preset_without_a_batched_form_trains_with_the_loader_under_auto(tmp_path, isbi_dir, monkeypatch):
+    """A lab's new preset registered without batched=...: auto keeps the DataLoader, device says what to do."""
+    from emseg.transforms import PRESETS
+
+    monkeypatch.setitem(PRESETS, "unet", dataclasses.replace(PRESETS["unet"], batched=None))
+    parser = bundle_feed(tmp_path, isbi_dir, feed="auto", device="$torch.device('meta')")
+    assert feed_name(parser.get_parsed_content("train#feed")) == "loader"
+    parser = bundle_feed(tmp_path, isbi_dir, feed="device")
+    with pytest.raises(RuntimeError) as failed:
+        parser.get_parsed_content("train#feed")
+    assert "augmentation preset 'unet' has no batched form for the device" in str(failed.value.__cause__)
+    assert "--feed loader" in str(failed.value.__cause__)
