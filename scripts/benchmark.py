@@ -19,6 +19,8 @@ Prints, in this order:
       either feed (the bundle key feed: "loader", MONAI's DataLoader, and "device", batches cut and augmented on
       the device), then (b) again with the feed the bundle does not choose here;
   (i) (c) at larger batches, and the smallest batch within 5% of the fastest with the learning rate scaled for it;
+  (j) (c) with the network compiled by torch.compile (on CUDA with CUDA graphs, mode reduce-overhead), and the
+      seconds its first step takes (compiling);
 and the ratios of (b) and (c) to the peer. The last line is all figures as JSON (``--json FILE`` keeps them).
 """
 
@@ -152,13 +154,18 @@ def bundle_end_to_end(bundle: Path, overrides: dict, steps: int, tmp: Path, do_n
     return parser.get_parsed_content("batch_size") * steps / (stamps[-1] - stamps[0])
 
 
-def network_alone(bundle: Path, overrides: dict, steps: int, device: str) -> tuple[float, float]:
-    """(c) patches/s of the bundle's network + loss + optimizer on one batch, and FLOPs per patch (fwd + bwd)."""
+def network_alone(bundle: Path, overrides: dict, steps: int, device: str, compile_mode: str | None = None
+                  ) -> tuple[float, float]:
+    """(c) patches/s of the bundle's network + loss + optimizer on one batch, and FLOPs per patch (fwd + bwd);
+    (j) the same with the network compiled by ``torch.compile`` in ``compile_mode`` (the seconds its first step took,
+    compiling, in place of the FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     parser = bundle_config(bundle, "train.json", overrides)
     batch, patch = parser.get_parsed_content("batch_size"), parser.get_parsed_content("patch_size")
     network = parser.get_parsed_content("network").train()
+    if compile_mode is not None:
+        network.compile(mode=compile_mode)
     loss_fn, inferer = parser.get_parsed_content("loss"), parser.get_parsed_content("train#inferer")
     optimizer = torch.optim.Adam(network.parameters(), 1e-3)
     x = torch.randn(batch, 1, *patch, device=device)
@@ -169,6 +176,12 @@ def network_alone(bundle: Path, overrides: dict, steps: int, device: str) -> tup
         loss_fn(inferer(x, network), y).backward()
         optimizer.step()
 
+    if compile_mode is not None:
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        first = time.perf_counter() - start
+        return batch / timed_steps(step, steps, device), first
     seconds = timed_steps(step, steps, device)
     with FlopCounterMode(display=False) as counter:
         loss_fn(network(x), y).backward()
@@ -202,6 +215,7 @@ def main(argv=None) -> dict:
     args.add_argument("--slices", type=int, default=4, help="timed inference slices per measurement")
     args.add_argument("--quick", action="store_true", help="tiny sizes and step counts: check the figures print")
     args.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args.add_argument("--no-compile", action="store_true", help="skip (j), torch.compile (minutes on a CPU)")
     args.add_argument("--batch-sizes", default=None,
                       help="(i): batch sizes to time the network at, e.g. 8,16,32 (default 8,16,32,64 on a GPU, "
                            "8,16 on the CPU)")
@@ -308,6 +322,17 @@ def main(argv=None) -> dict:
           + f" patches/s; the smallest within 5% of the fastest is {enough} (train with --batch_size {enough} "
           f"--learning_rate {figures['i_learning_rate']:.3g}: the recipe's {learning_rate:g} scaled by the square "
           f"root of the batch, as for Adam)", flush=True)
+    if not opts.no_compile:
+        mode = "reduce-overhead" if device == "cuda" else "default"  # on CUDA: CUDA graphs as well
+        try:
+            rate, first = network_alone(bundle, overrides, steps, device, compile_mode=mode)
+            figures["j_compiled_patches_per_s"], figures["j_compile_seconds"] = rate, first
+            print(f"(j) network + loss + optimizer with torch.compile (mode {mode}): {rate:.2f} patches/s, "
+                  f"{rate / figures['c_network_patches_per_s']:.2f}x (c); its first step, compiling, took "
+                  f"{first:.0f} s", flush=True)
+        except Exception as error:  # a missing compiler, an unsupported layer: say so, keep the other figures
+            figures["j_compile_error"] = f"{type(error).__name__}: {error}"[:300]
+            print(f"(j) torch.compile failed here: {figures['j_compile_error']}", flush=True)
     line = json.dumps(figures)
     if opts.json:
         Path(opts.json).write_text(line + "\n")
