@@ -31,6 +31,33 @@ from emseg.visualize import class_palette
 logger = logging.getLogger(__name__)
 
 
+BATCH_PIXELS = 2048 * 2048  # pixels of slices predicted together on a GPU (what one 2048x2048 slice takes)
+MAX_BATCH = 16
+
+
+def slices_per_call(device: str | torch.device, shape: Sequence[int]) -> int:
+    """How many slices of ``shape`` (H, W) one call of the network predicts: one on the CPU, where a call is
+    compute-bound and larger batches only cost memory; on a GPU as many as :data:`BATCH_PIXELS` holds (16 of
+    512x512, 4 of 1024x1024, one of 2048x2048), at most :data:`MAX_BATCH`, so that the device is not left waiting
+    between small calls."""
+    if torch.device(device).type == "cpu":
+        return 1
+    return int(max(1, min(MAX_BATCH, BATCH_PIXELS // max(1, int(np.prod(shape))))))
+
+
+def _groups(slices: Iterable[np.ndarray], device) -> Iterator[list[np.ndarray]]:
+    """Consecutive slices of one shape, as many together as :func:`slices_per_call` says."""
+    group: list[np.ndarray] = []
+    for image in slices:
+        image = np.asarray(image)
+        if group and (image.shape != group[0].shape or len(group) >= slices_per_call(device, group[0].shape)):
+            yield group
+            group = []
+        group.append(image)
+    if group:
+        yield group
+
+
 def predict_slices(
     slices: Iterable[np.ndarray],
     network: torch.nn.Module,
@@ -41,20 +68,26 @@ def predict_slices(
     total: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the postprocessed network output, float32 (C, H, W), for each (H, W) slice of ``slices`` (``total``
-    of them, for the progress bar, where ``slices`` has no length)."""
+    of them, for the progress bar, where ``slices`` has no length), in order; on a GPU several slices of one shape
+    go through the network together (:func:`slices_per_call`) and come back to the host in one copy."""
     network.eval()
     total = len(slices) if hasattr(slices, "__len__") else total
-    for index, image in enumerate(progress(slices, "inference", total)):
+    done = 0
+    for group in _groups(progress(slices, "inference", total), device):
         start = time.perf_counter()
-        x = torch.as_tensor(np.asarray(image, dtype=np.float32)[None])
-        if transform is not None:
-            x = torch.as_tensor(transform(x))
+        images = []
+        for image in group:
+            x = torch.as_tensor(np.asarray(image, dtype=np.float32)[None])
+            images.append(torch.as_tensor(transform(x)) if transform is not None else x)
         with torch.inference_mode():
-            logits = final_output(inferer(x[None].to(device), network))
-            output = postprocessing(logits[0]) if postprocessing is not None else logits[0]
-        logger.log(logging.DEBUG if shows_bars() else logging.INFO, "slice %d/%s predicted in %.2fs", index + 1,
+            logits = final_output(inferer(torch.stack(images).to(device), network))
+            outputs = [postprocessing(item) if postprocessing is not None else item for item in logits]
+            outputs = torch.stack(outputs).detach().float().cpu().numpy()
+        done += len(group)
+        logger.log(logging.DEBUG if shows_bars() else logging.INFO, "slice%s %s/%s predicted in %.2fs",
+                   "s" if len(group) > 1 else "", f"{done - len(group) + 1}-{done}" if len(group) > 1 else done,
                    total or "?", time.perf_counter() - start)
-        yield output.detach().float().cpu().numpy()
+        yield from outputs
 
 
 OUTPUTS = ("probability", "mask", "probabilities", "instances")
@@ -114,7 +147,8 @@ def segment_stack(
     instances: Mapping | None = None,
 ) -> Path:
     """Segment every slice of ``input_path`` (any format :func:`emseg.io.open_slices` reads),
-    reading, predicting and writing one slice at a time, the next slices read and the earlier ones written (and made
+    reading, predicting (on a GPU several slices per call: :func:`slices_per_call`) and writing slice by slice, the
+    next slices read and the earlier ones written (and made
     into cells) on threads beside the prediction (:mod:`emseg.io.overlap`).
 
     Args:
