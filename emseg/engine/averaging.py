@@ -13,6 +13,8 @@ after ``n`` updates), so a short run is not an average of its random initialisat
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from ignite.engine import Engine, Events
 from torch.optim.swa_utils import AveragedModel
@@ -39,7 +41,10 @@ class WeightAverage:
         self.live = network
         self.epochs = epochs
         self.decay = 0.0  # the long-run decay per iteration; set when training starts (it needs the epoch length)
-        self.averaged = AveragedModel(network, multi_avg_fn=self._update, use_buffers=True) if epochs else None
+        # AveragedModel holds the average and its counter (n_averaged) in the checkpoint's format; the update is
+        # this class's own, counting on the host: AveragedModel's reads its counter back from the device each step
+        self.averaged = AveragedModel(network, use_buffers=True) if epochs else None
+        self._count = 0  # updates so far: n_averaged, kept on the host
         if self.averaged is not None:
             self.averaged.module.requires_grad_(False)
 
@@ -57,16 +62,23 @@ class WeightAverage:
         self.decay = 1.0 - 1.0 / max(1.0, self.epochs * engine.state.epoch_length)
 
     def _step(self, engine: Engine) -> None:
-        self.averaged.update_parameters(self.live)
+        self.update(self.live)
 
     @torch.no_grad()
-    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        decay = min(self.decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+    def update(self, network: torch.nn.Module) -> None:
+        """Move the average towards ``network``'s weights and buffers (the first update copies them)."""
+        count = self._count
+        decay = min(self.decay, (1.0 + count) / (10.0 + count))
+        averaged = itertools.chain(self.averaged.module.parameters(), self.averaged.module.buffers())
+        current = itertools.chain(network.parameters(), network.buffers())
         for mean, value in zip(averaged, current, strict=True):
-            if mean.is_floating_point():
-                mean.lerp_(value.to(mean.dtype), 1.0 - decay)
-            else:  # BatchNorm's batch counter: an integer, kept as the trained network's
+            value = value.detach().to(mean.device)
+            if count == 0 or not mean.is_floating_point():  # BatchNorm's batch counter: kept as the network's
                 mean.copy_(value)
+            else:
+                mean.lerp_(value.to(mean.dtype), 1.0 - decay)
+        self.averaged.n_averaged.add_(1)
+        self._count = count + 1
 
     def state_dict(self) -> dict:
         return {} if self.averaged is None else self.averaged.state_dict()
@@ -74,3 +86,4 @@ class WeightAverage:
     def load_state_dict(self, state: dict) -> None:
         if self.averaged is not None and state:
             self.averaged.load_state_dict(state)
+            self._count = int(self.averaged.n_averaged)

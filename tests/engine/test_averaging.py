@@ -73,6 +73,17 @@ def test_batchnorm_statistics_are_averaged_and_its_counter_kept():
     assert bool((averaged.running_mean.abs() > 0.1 * live.running_mean.abs()).all())
 
 
+def test_an_update_reads_nothing_back_from_the_device():
+    """The average counts its updates on the host: on PyTorch's meta device, where any read back fails, updates run
+    (AveragedModel's own update compares its counter on the device, a wait on a GPU every iteration)."""
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).to("meta")
+    average = WeightAverage(network, epochs=1)
+    average.decay = 0.99
+    for _ in range(3):
+        average.update(network)
+    assert average._count == 3 and average.network[0].weight.device.type == "meta"
+
+
 def test_off_means_the_trained_network_itself():
     network = torch.nn.Linear(2, 2)
     average = WeightAverage(network, epochs=0)
