@@ -28,7 +28,14 @@ import torch.nn.functional as F
 from monai.transforms import Compose, RandomizableTrait, Transform
 
 from emseg.losses import get_loss
-from emseg.transforms import PRESETS, PresetKeys, batched_augmentation, crop_size, random_transforms
+from emseg.transforms import (
+    PRESETS,
+    PresetKeys,
+    batched_augmentation,
+    crop_size,
+    crop_weights,
+    random_transforms,
+)
 from emseg.transforms.batched import Batched, augment, device_generator
 
 logger = logging.getLogger(__name__)
@@ -81,18 +88,13 @@ def training_feed(feed: str, loader, augmentation: str, patch_size: Sequence[int
                 "and its workers are not used)", len(slices), device)
     return DeviceFeed(slices, loader.batch_sampler, spec, keys,
                       crop_size(augmentation, patch_size, **(augmentation_params or {})), crops_per_slice, device,
-                      seed, crop_ratios=_ratios(crop_ratios, num_classes), pack=loss.pack())
+                      seed, crop_ratios=None if crop_ratios is None else crop_weights(crop_ratios, num_classes),
+                      pack=loss.pack())
 
 
 def feed_name(feed) -> str:
     """What a trainer's batches come from, for the run's record: ``device`` or ``loader``."""
     return "device" if isinstance(feed, DeviceFeed) else "loader"
-
-
-def _ratios(crop_ratios, num_classes: int) -> list[float] | None:
-    if crop_ratios is None:
-        return None
-    return [1.0] * num_classes if crop_ratios == "uniform" else [float(r) for r in crop_ratios]
 
 
 def _plain(x) -> torch.Tensor:

@@ -46,10 +46,10 @@ from emseg.transforms.em import affine_margin, em_preset
 from emseg.transforms.keras import keras_preset
 from emseg.transforms.unet import unet_preset
 
-__all__ = ["PRESETS", "Batched", "ElasticDeformd", "Intensity", "Preset", "PresetKeys", "ScoredOneHotd",
-           "affine_margin", "augmentation", "batched_augmentation", "crop_size", "elastic_margin", "em_preset",
-           "intensity_transforms", "keras_preset", "random_crops", "random_transforms", "training_transforms",
-           "unet_preset"]
+__all__ = ["Batched", "ElasticDeformd", "Intensity", "PRESETS", "Preset", "PresetKeys", "ScoredOneHotd",
+           "affine_margin", "augmentation", "batched_augmentation", "crop_size", "crop_weights", "elastic_margin",
+           "em_preset", "intensity_transforms", "keras_preset", "random_crops", "random_transforms",
+           "training_transforms", "unet_preset"]
 
 
 def _preset_function(name: str, parameters: Mapping | None = None) -> Callable[..., list]:
@@ -87,26 +87,39 @@ def _check_preset_value(key: str, value, default) -> None:
                          f"(e.g. --augmentation_params#{key} {default})")
 
 
+def _parameters(name: str, kwargs: Mapping) -> dict:
+    """Preset ``name``'s parameters: its defaults, with ``kwargs`` (checked) over them."""
+    defaults = {k: p.default for k, p in inspect.signature(_preset_function(name, kwargs)).parameters.items()
+                if p.default is not inspect.Parameter.empty and k not in ("keys", "patch_size")}
+    return {**defaults, **kwargs}
+
+
 def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:
     """Size of the random crop that preset ``name`` (with its parameters ``kwargs``) turns into a ``patch_size``
     patch: larger on each side by the context its deformations read (its entry's ``margin``: the elastic margin
     for ``unet``, the affine's reach for ``em``), so that no padding enters the patch."""
-    defaults = {k: p.default for k, p in inspect.signature(_preset_function(name, kwargs)).parameters.items()
-                if p.default is not inspect.Parameter.empty and k not in ("keys", "patch_size")}
-    margin = PRESETS[name].margin(patch_size, **{**defaults, **kwargs})
+    margin = PRESETS[name].margin(patch_size, **_parameters(name, kwargs))
     return [size + 2 * m for size, m in zip(patch_size, margin)]
 
 
 def batched_augmentation(name: str, patch_size: Sequence[int], **kwargs) -> Batched:
     """Preset ``name`` (with its parameters ``kwargs``) as batched operations on the device
     (:mod:`emseg.transforms.batched`), drawing what its MONAI transforms draw."""
-    defaults = {k: p.default for k, p in inspect.signature(_preset_function(name, kwargs)).parameters.items()
-                if p.default is not inspect.Parameter.empty and k not in ("keys", "patch_size")}
+    parameters = _parameters(name, kwargs)
     batched = PRESETS[name].batched
     if batched is None:
         raise ValueError(f"augmentation preset '{name}' has no batched form for the device; set the bundle key "
                          "feed to \"loader\" (e.g. --feed loader)")
-    return batched(list(patch_size), **{**defaults, **kwargs})
+    return batched(list(patch_size), **parameters)
+
+
+def crop_weights(ratios: str | Sequence[float], num_classes: int) -> list[float]:
+    """The bundle key ``crop_ratios`` (``"uniform"`` or a weight per class) as a weight per class, checked."""
+    weights = [1.0] * num_classes if ratios == "uniform" else ratios
+    if isinstance(weights, str) or len(weights) != num_classes or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"crop_ratios must be null, \"uniform\" or {num_classes} non-negative weights (one per "
+                         f"class), got {ratios!r}")
+    return [float(w) for w in weights]
 
 
 def random_crops(keys: Sequence[str], size: Sequence[int], num_samples: int, num_classes: int,
@@ -117,12 +130,8 @@ def random_crops(keys: Sequence[str], size: Sequence[int], num_samples: int, num
     absent from a slice is skipped there)."""
     if ratios is None:
         return RandSpatialCropSamplesd(list(keys), roi_size=list(size), num_samples=num_samples, random_size=False)
-    if ratios == "uniform":
-        ratios = [1.0] * num_classes
-    if isinstance(ratios, str) or len(ratios) != num_classes or min(ratios) < 0 or sum(ratios) <= 0:
-        raise ValueError(f"crop_ratios must be null, \"uniform\" or {num_classes} non-negative weights (one per "
-                         f"class), got {ratios!r}")
-    return RandCropByLabelClassesd(list(keys), label_key=label_key, spatial_size=list(size), ratios=list(ratios),
+    return RandCropByLabelClassesd(list(keys), label_key=label_key, spatial_size=list(size),
+                                   ratios=crop_weights(ratios, num_classes),
                                    num_classes=num_classes, num_samples=num_samples, warn=False)
 
 
