@@ -98,7 +98,8 @@ def crop_size(name: str, patch_size: Sequence[int], **kwargs) -> list[int]:
     """Size of the random crop that preset ``name`` (with its parameters ``kwargs``) turns into a ``patch_size``
     patch: larger on each side by the context its deformations read (its entry's ``margin``: the elastic margin
     for ``unet``, the affine's reach for ``em``), so that no padding enters the patch."""
-    margin = PRESETS[name].margin(patch_size, **_parameters(name, kwargs))
+    parameters = _parameters(name, kwargs)  # first: it says what is wrong with an unknown name
+    margin = PRESETS[name].margin(patch_size, **parameters)
     return [size + 2 * m for size, m in zip(patch_size, margin)]
 
 

@@ -25,6 +25,7 @@ from emseg.transforms import (
     PRESETS,
     ElasticDeformd,
     augmentation,
+    batched_augmentation,
     crop_size,
 )
 
@@ -59,9 +60,11 @@ def test_labels_keep_valid_values(name, patch, isbi_volumes):
         assert out["image"].shape == (1, 128, 128)
 
 
-def test_unknown_preset():
+@pytest.mark.parametrize("build", [lambda: augmentation("fancy"), lambda: crop_size("fancy", (64, 64)),
+                                   lambda: batched_augmentation("fancy", (64, 64))])
+def test_unknown_preset(build):
     with pytest.raises(ValueError, match="unknown augmentation preset 'fancy'"):
-        augmentation("fancy")
+        build()
 
 
 def test_weight_map_peaks_between_touching_squares():
